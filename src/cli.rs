@@ -1,0 +1,80 @@
+//! The command line. Verbs arrive with the issue that builds them; the contract is in
+//! shared/DESIGN.md and the README.
+
+use std::path::PathBuf;
+
+use clap::{ArgAction, Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "lpmx-job",
+    version,
+    about = "Run Docker/OCI images rootless inside batch jobs on clusters and grids",
+    long_about = "Run Docker/OCI images rootless inside batch jobs on clusters and grids.\n\n\
+        Images are pulled once into a cache that every node can share; each task enters its own \
+        container in a user namespace, keeping the job's scheduler and MPI environment.",
+    after_help = "Environment: LPMX_CACHE, LPMX_CONFIG, LPMX_INSECURE_REGISTRIES and the other LPMX_* \
+        variables listed by `lpmx-job config show`.\nExit status: 0 success, 1 a check failed, \
+        125 lpmx-job failed (bad flags, config, cache or registry)."
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Args)]
+pub struct Global {
+    /// Cache directory (overrides LPMX_CACHE and config files).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub cache: Option<PathBuf>,
+    /// Config file, in place of LPMX_CONFIG.
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Say more: repeat for more detail; errors show their whole chain.
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+    /// Say only errors.
+    #[arg(short, long, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Check what this host allows: namespaces, mounts, the cache's filesystem and locks.
+    ///
+    /// Exits 0 when containers can run here, 1 when they cannot; every failing line says
+    /// what to do about it.
+    Doctor {
+        /// Print the report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the effective configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+    /// Print a shell completion script.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page, or write one page per verb into a directory.
+    Man {
+        /// Write lpmx-job.1 and lpmx-job-VERB.1 into DIR.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key's effective value and where it came from.
+    Show {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}

@@ -1,0 +1,13 @@
+//! lpmx-job: run Docker/OCI images rootless inside batch jobs.
+//!
+//! One module per responsibility; the binary (`src/main.rs`, `src/cli.rs`, `src/commands.rs`)
+//! only parses flags, calls these and turns errors into exit codes.
+
+pub mod config;
+pub mod doctor;
+pub mod exit;
+pub mod host;
+pub mod lock;
+pub mod probe;
+pub mod scheduler;
+pub mod userns;

@@ -1,0 +1,102 @@
+//! The command line itself: verbs, exit statuses, completions and man pages.
+
+use crate::support::{run, stderr, stdout, Env};
+
+#[test]
+fn help_lists_the_verbs() {
+    let env = Env::new();
+    let out = run(env.cmd().arg("--help"));
+    assert_eq!(out.status.code(), Some(0));
+    let text = stdout(&out);
+    for verb in ["doctor", "config", "completions", "man"] {
+        assert!(
+            text.lines().any(|l| l.trim_start().starts_with(verb)),
+            "{verb} missing from --help:\n{text}"
+        );
+    }
+    assert!(text.contains("--cache"), "{text}");
+}
+
+#[test]
+fn version_prints_the_crate_version() {
+    let env = Env::new();
+    let out = run(env.cmd().arg("--version"));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(
+        stdout(&out).trim(),
+        format!("lpmx-job {}", env!("CARGO_PKG_VERSION"))
+    );
+}
+
+#[test]
+fn bad_flag_is_one_line_and_status_125() {
+    let env = Env::new();
+    let out = run(env.cmd().args(["doctor", "--no-such-flag"]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(
+        err.contains("--no-such-flag") && err.contains("usage: lpmx-job doctor"),
+        "{err}"
+    );
+    assert!(stdout(&out).is_empty());
+}
+
+#[test]
+fn unknown_verb_and_missing_verb_fail_with_125() {
+    let env = Env::new();
+    let out = run(env.cmd().arg("frobnicate"));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("frobnicate"));
+    let out = run(&mut env.cmd());
+    assert_eq!(out.status.code(), Some(125), "no verb is a usage error");
+}
+
+#[test]
+fn quiet_and_verbose_conflict() {
+    let env = Env::new();
+    let out = run(env.cmd().args(["-q", "-v", "config", "show"]));
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn completions_for_each_shell() {
+    let env = Env::new();
+    for (shell, marker) in [
+        ("bash", "complete -F"),
+        ("zsh", "#compdef lpmx-job"),
+        ("fish", "complete -c lpmx-job"),
+    ] {
+        let out = run(env.cmd().args(["completions", shell]));
+        assert_eq!(out.status.code(), Some(0), "{shell}");
+        let text = stdout(&out);
+        assert!(text.contains(marker), "{shell}: {marker} not in output");
+        assert!(text.contains("doctor"), "{shell} completes verbs");
+    }
+    let out = run(env.cmd().args(["completions", "tcsh"]));
+    assert_eq!(out.status.code(), Some(125));
+}
+
+#[test]
+fn man_page_to_stdout_and_to_a_directory() {
+    let env = Env::new();
+    let out = run(env.cmd().arg("man"));
+    assert_eq!(out.status.code(), Some(0));
+    let page = stdout(&out);
+    assert!(page.contains(".TH lpmx-job 1"), "roff header");
+    assert!(page.contains("doctor"));
+    let dir = env.path("man");
+    let out = run(env.cmd().args(["man", "--dir"]).arg(&dir));
+    assert_eq!(out.status.code(), Some(0));
+    for name in ["lpmx-job.1", "lpmx-job-doctor.1", "lpmx-job-config.1"] {
+        assert!(dir.join(name).is_file(), "{name} written");
+    }
+}
+
+#[test]
+fn man_into_an_unwritable_place_names_it() {
+    let env = Env::new();
+    let out = run(env.cmd().args(["man", "--dir", "/proc/lpmx-man"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("/proc/lpmx-man"), "{}", stderr(&out));
+}

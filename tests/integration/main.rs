@@ -1,0 +1,10 @@
+//! Integration tests: one binary, run by tests/run.sh as an ordinary user against real
+//! services. Every test starts with `Env::new()`, which refuses to run as root: a container
+//! test that passes as root proves nothing about rootlessness.
+
+mod support;
+
+mod cli;
+mod config;
+mod doctor;
+mod registry;

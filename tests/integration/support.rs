@@ -1,0 +1,108 @@
+//! What every integration test needs: the binary, a private home, and a guard against root.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The `lpmx-job` under test: `LPMX_BIN` (set by tests/run.sh, which copies the build where an
+/// ordinary user can reach it) or the one cargo built.
+pub fn bin() -> PathBuf {
+    std::env::var_os("LPMX_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_lpmx-job")))
+}
+
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A service's address from the environment tests/run.sh sets. Without it the test is
+/// skipped, except under CI, where a missing service is a failure.
+pub fn service(var: &str) -> Option<String> {
+    match std::env::var(var) {
+        Ok(v) if !v.is_empty() => Some(v),
+        _ if in_ci() => panic!(
+            "{var} is not set: run the tests through tests/run.sh, which starts the services"
+        ),
+        _ => {
+            eprintln!("skipped: {var} is not set (run tests/run.sh to start the services)");
+            None
+        }
+    }
+}
+
+/// A private home, config and cache for one test, and the assertion that we are not root.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+}
+
+impl Env {
+    pub fn new() -> Env {
+        let uid = unsafe { libc::getuid() };
+        assert_ne!(
+            uid, 0,
+            "integration tests must run as an ordinary user; run `tests/run.sh` as root, \
+             which runs them as the user it creates"
+        );
+        let dir = tempfile::Builder::new()
+            .prefix("lpmx-it.")
+            .tempdir()
+            .expect("temp dir");
+        for d in ["home", "config", "cache"] {
+            std::fs::create_dir(dir.path().join(d)).unwrap();
+        }
+        Env { dir }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, text: &str) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// `lpmx-job` with a clean environment: a private HOME and XDG dirs, and no site file.
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+            .env("HOME", self.path("home"))
+            .env("XDG_CONFIG_HOME", self.path("config"))
+            .env("XDG_CACHE_HOME", self.path("cache"))
+            .env("LPMX_SITE_CONFIG", self.path("site/config.yaml"))
+            .current_dir(self.dir.path());
+        c
+    }
+}
+
+pub fn run(c: &mut Command) -> Output {
+    let out = c.output().expect("spawn lpmx-job");
+    eprintln!(
+        "$ {:?}\nstatus: {:?}\nstdout:\n{}\nstderr:\n{}",
+        c,
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+pub fn json(o: &Output) -> serde_json::Value {
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", stdout(o)))
+}
+
+#[allow(dead_code)]
+pub fn exists(p: &Path) -> bool {
+    p.symlink_metadata().is_ok()
+}
