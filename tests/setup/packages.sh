@@ -1,0 +1,63 @@
+# shellcheck shell=bash
+# Step 1 and 2: Debian packages and the unprivileged test user. Sourced.
+
+LPMX_TEST_PACKAGES=(
+    docker-registry umoci skopeo busybox-static apache2-utils openssl jq
+    util-linux procps ca-certificates python3 tar gzip coreutils
+    gcc libc6-dev
+)
+LPMX_TEST_USER=lpmxtest
+
+install_packages() {
+    local missing=() p status
+    for p in "${LPMX_TEST_PACKAGES[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+        [ "$status" = installed ] || missing+=("$p")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        info "all packages present"
+        return 0
+    fi
+    info "installing: ${missing[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" </dev/null
+    for p in "${missing[@]}"; do
+        status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+        [ "$status" = installed ] || die "package $p is still not installed"
+    done
+}
+
+ensure_cargo() {
+    if ! command -v cargo >/dev/null 2>&1; then
+        local d
+        for d in "${CARGO_HOME:-$HOME/.cargo}/bin" /root/.cargo/bin; do
+            if [ -x "$d/cargo" ]; then
+                PATH=$d:$PATH
+                export PATH
+                break
+            fi
+        done
+    fi
+    command -v cargo >/dev/null 2>&1 || die "cargo not found (looked in PATH and /root/.cargo/bin)"
+}
+
+ensure_user() {
+    if ! id -u "$LPMX_TEST_USER" >/dev/null 2>&1; then
+        useradd -m -s /bin/bash "$LPMX_TEST_USER"
+        info "created user $LPMX_TEST_USER"
+    else
+        info "user $LPMX_TEST_USER exists"
+    fi
+    # Not fatal: the tests say themselves what they need, this only explains.
+    if ! (cd / && runuser -u "$LPMX_TEST_USER" -- unshare -U -r -m true) >/dev/null 2>&1; then
+        warn "user $LPMX_TEST_USER cannot create a user+mount namespace (unshare -U -r -m failed)"
+    fi
+}
+
+print_versions() {
+    info "$(umoci --version 2>&1 | head -n1)"
+    info "$(skopeo --version 2>&1 | head -n1)"
+    info "$(docker-registry --version 2>&1 | head -n1)"
+    info "$(busybox 2>&1 | head -n1)"
+}
