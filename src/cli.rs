@@ -42,6 +42,43 @@ pub struct Global {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Pull images into the cache (one download per blob, however many processes ask).
+    Pull {
+        /// Images: NAME[:TAG], HOST:PORT/REPO:TAG, REPO@sha256:..., oci:DIR[:TAG].
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Platform to pick from a multi-platform image, as os/arch[/variant].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+        /// Layers fetched at once.
+        #[arg(long, default_value_t = 3, value_name = "N")]
+        jobs: usize,
+        /// Print the image records as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List the images in the cache.
+    Images {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Forget images; their layers go with the next `cache prune`.
+    Rmi {
+        /// Names as pulled, or a manifest digest (prefix).
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+    },
+    /// List the tags of a repository in its registry.
+    Tags {
+        /// Repository, as in `alpine` or `host:port/repo`.
+        repository: String,
+    },
+    /// Inspect and maintain the cache.
+    Cache {
+        #[command(subcommand)]
+        command: CacheCommand,
+    },
     /// Check what this host allows: namespaces, mounts, the cache's filesystem and locks.
     ///
     /// Exits 0 when containers can run here, 1 when they cannot; every failing line says
@@ -66,6 +103,28 @@ pub enum Command {
         /// Write lpmx-job.1 and lpmx-job-VERB.1 into DIR.
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CacheCommand {
+    /// Where the cache is, its filesystem, lock mode and size by kind.
+    Info {
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Re-hash blobs and check extracted layers are complete; exit 1 and list any fault.
+    Verify {
+        /// Remove damaged entries and pull the affected images again.
+        #[arg(long)]
+        repair: bool,
+    },
+    /// Remove layers and blobs no image uses, and images unused for a while.
+    Prune {
+        /// Also forget images not used for this many days.
+        #[arg(long, value_name = "DAYS")]
+        older_than: Option<u64>,
     },
 }
 

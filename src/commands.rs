@@ -7,9 +7,12 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{Cli, Command, ConfigCommand, Global};
+use crate::cli::{CacheCommand, Cli, Command, ConfigCommand, Global};
+use lpmx_job::cache::{maintain, Cache};
 use lpmx_job::config::{self, Config};
-use lpmx_job::{doctor, exit, host};
+use lpmx_job::reference::{Reference, Remote};
+use lpmx_job::registry::{self, Client, ClientOptions};
+use lpmx_job::{doctor, exit, host, pull};
 
 pub fn main() -> u8 {
     let cli = match Cli::try_parse() {
@@ -60,14 +63,22 @@ fn usage_error(e: clap::Error) -> u8 {
     exit::OWN_FAILURE
 }
 
+/// Library errors name their cause in their own message, so a cause already said is skipped.
 fn report_error(e: &anyhow::Error, verbose: u8) {
     let node = host::hostname();
+    let mut said: Vec<String> = Vec::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !said.iter().any(|s| s.contains(&text)) {
+            said.push(text);
+        }
+    }
     if verbose == 0 {
-        eprintln!("lpmx-job[{node}]: error: {e:#}");
+        eprintln!("lpmx-job[{node}]: error: {}", said.join(": "));
         return;
     }
-    eprintln!("lpmx-job[{node}]: error: {e}");
-    for cause in e.chain().skip(1) {
+    eprintln!("lpmx-job[{node}]: error: {}", said[0]);
+    for cause in &said[1..] {
         eprintln!("  caused by: {cause}");
     }
     for cause in e.chain() {
@@ -84,8 +95,278 @@ fn load_config(g: &Global) -> anyhow::Result<Config> {
     Ok(Config::load(&inputs)?)
 }
 
+fn open_cache(config: &Config) -> anyhow::Result<Cache> {
+    let s = &config.settings;
+    let dir = s.cache_dir()?;
+    Cache::open(
+        dir,
+        std::time::Duration::from_secs(s.cache.lock_timeout),
+        s.cache.readonly.clone(),
+    )
+    .with_context(|| format!("opening the cache {}", dir.display()))
+}
+
+/// A registry client set up for one registry: plain HTTP if listed as insecure, its own CA
+/// file if the config names one, credentials from the Docker config.
+fn client_for(config: &Config, remote: &Remote) -> anyhow::Result<Client> {
+    let s = &config.settings;
+    let entry = s.registries.get(&remote.registry);
+    let mut insecure = s.registry.insecure.clone();
+    if entry.and_then(|e| e.insecure) == Some(true) {
+        insecure.push(remote.registry.clone());
+    }
+    let mut ca_files: Vec<std::path::PathBuf> = entry
+        .and_then(|e| e.ca.clone())
+        .map(Into::into)
+        .into_iter()
+        .collect();
+    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
+        ca_files.push(f.into());
+    }
+    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    Ok(Client::new(ClientOptions {
+        insecure,
+        ca_files,
+        retry: registry::RetryPolicy::default(),
+        credentials: registry::docker_credentials(&env),
+    })?)
+}
+
+/// Progress and notes go to stderr, one line each, naming the node.
+fn logger(quiet: bool) -> impl Fn(&str) + Sync {
+    move |m: &str| {
+        if !quiet {
+            eprintln!("lpmx-job[{}]: {m}", host::hostname());
+        }
+    }
+}
+
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
     match cli.command {
+        Command::Pull {
+            images,
+            platform,
+            jobs,
+            json,
+        } => {
+            let config = load_config(&cli.global)?;
+            let cache = open_cache(&config)?;
+            let platform = match platform {
+                Some(p) => pull::Platform::parse(&p).map_err(anyhow::Error::msg)?,
+                None => pull::Platform::host(),
+            };
+            let log = logger(cli.global.quiet);
+            let mut records = Vec::new();
+            for name in &images {
+                let reference = Reference::parse(name)?;
+                let client = match &reference {
+                    Reference::Remote(r) => Some(client_for(&config, r)?),
+                    _ => None,
+                };
+                let puller = pull::Puller {
+                    cache: &cache,
+                    client: client.as_ref(),
+                    opts: pull::Options {
+                        platform: platform.clone(),
+                        jobs,
+                        log: &log,
+                    },
+                };
+                let rec = puller.pull(&reference).with_context(|| {
+                    format!("pulling {reference} into {}", cache.root().display())
+                })?;
+                log(&format!(
+                    "{reference}: pulled {} ({}, {} layers, {}) into {}",
+                    rec.manifest,
+                    rec.platform,
+                    rec.layers.len(),
+                    host::human_bytes(rec.size),
+                    cache.root().display()
+                ));
+                records.push(rec);
+            }
+            if json {
+                println!("{}", serde_json::to_string_pretty(&records)?);
+            }
+            Ok(exit::OK)
+        }
+        Command::Images { json } => {
+            let config = load_config(&cli.global)?;
+            let cache = open_cache(&config)?;
+            let images = cache.images()?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&images)?);
+            } else {
+                println!(
+                    "{:<50} {:<14} {:<14} {:>10}  LAST USED",
+                    "IMAGE", "DIGEST", "PLATFORM", "SIZE"
+                );
+                for i in &images {
+                    let age = lpmx_job::cache::now().saturating_sub(i.last_used);
+                    println!(
+                        "{:<50} {:<14} {:<14} {:>10}  {}",
+                        i.names.first().map(String::as_str).unwrap_or("-"),
+                        i.manifest.short(),
+                        i.platform,
+                        host::human_bytes(i.size),
+                        human_age(age)
+                    );
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Rmi { images } => {
+            let config = load_config(&cli.global)?;
+            let cache = open_cache(&config)?;
+            let log = logger(cli.global.quiet);
+            let all = cache.images()?;
+            for want in &images {
+                let canonical = Reference::parse(want)
+                    .map(|r| r.to_string())
+                    .unwrap_or_else(|_| want.clone());
+                let hits: Vec<_> = all
+                    .iter()
+                    .filter(|i| {
+                        i.names.contains(&canonical)
+                            || (want.len() >= 6
+                                && i.manifest
+                                    .hex()
+                                    .starts_with(want.trim_start_matches("sha256:")))
+                    })
+                    .collect();
+                if hits.is_empty() {
+                    anyhow::bail!("no image {want} in the cache {}", cache.root().display());
+                }
+                for i in hits {
+                    maintain::remove_entry(&cache, &cache.image_path(&i.manifest), &log)?;
+                    for n in &i.names {
+                        let _ = std::fs::remove_file(cache.ref_path(n));
+                    }
+                    log(&format!(
+                        "{}: removed from {} (layers go with `lpmx-job cache prune`)",
+                        i.names.join(", "),
+                        cache.root().display()
+                    ));
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Tags { repository } => {
+            let config = load_config(&cli.global)?;
+            let remote = Remote::parse(&repository)?;
+            let client = client_for(&config, &remote)?;
+            for t in client.tags(&remote).with_context(|| {
+                format!("listing tags of {}/{}", remote.registry, remote.repository)
+            })? {
+                println!("{t}");
+            }
+            Ok(exit::OK)
+        }
+        Command::Cache { command } => {
+            let config = load_config(&cli.global)?;
+            let cache = open_cache(&config)?;
+            let log = logger(cli.global.quiet);
+            match command {
+                CacheCommand::Info { json } => {
+                    let usage = maintain::usage(&cache);
+                    let fs = host::filesystem_of(cache.root())?;
+                    let lock =
+                        lpmx_job::lock::probe(cache.root(), std::time::Duration::from_secs(10))?;
+                    if json {
+                        let v = serde_json::json!({
+                            "path": cache.root(), "filesystem": fs.name, "class": fs.class,
+                            "lock_mode": lock.mode.as_str(), "usage": usage,
+                            "free_bytes": fs.free_bytes,
+                        });
+                        println!("{}", serde_json::to_string_pretty(&v)?);
+                    } else {
+                        println!("path         {}", cache.root().display());
+                        println!("filesystem   {} ({:?})", fs.name, fs.class);
+                        println!("lock mode    {}", lock.mode.as_str());
+                        println!(
+                            "images       {} ({})",
+                            usage.image_count,
+                            host::human_bytes(usage.images)
+                        );
+                        println!(
+                            "layers       {} ({})",
+                            usage.layer_count,
+                            host::human_bytes(usage.layers)
+                        );
+                        println!("blobs        {}", host::human_bytes(usage.blobs));
+                        println!("work areas   {}", host::human_bytes(usage.tmp));
+                        println!("free         {}", host::human_bytes(fs.free_bytes));
+                    }
+                    Ok(exit::OK)
+                }
+                CacheCommand::Verify { repair } => {
+                    let faults = maintain::verify(&cache)?;
+                    for f in &faults {
+                        println!("FAULT {}: {}", f.path.display(), f.what);
+                    }
+                    if faults.is_empty() {
+                        log(&format!(
+                            "cache {} verified: no faults",
+                            cache.root().display()
+                        ));
+                        return Ok(exit::OK);
+                    }
+                    if !repair {
+                        log(&format!(
+                            "{} faults in {}; `lpmx-job cache verify --repair` fixes them",
+                            faults.len(),
+                            cache.root().display()
+                        ));
+                        return Ok(exit::CHECK_FAILED);
+                    }
+                    let mut again = std::collections::BTreeSet::new();
+                    for f in &faults {
+                        maintain::remove_entry(&cache, &f.path, &log)?;
+                        again.extend(f.images.iter().cloned());
+                    }
+                    for name in again {
+                        let reference = Reference::parse(&name)?;
+                        let client = match &reference {
+                            Reference::Remote(r) => Some(client_for(&config, r)?),
+                            _ => None,
+                        };
+                        let puller = pull::Puller {
+                            cache: &cache,
+                            client: client.as_ref(),
+                            opts: pull::Options {
+                                platform: pull::Platform::host(),
+                                jobs: 3,
+                                log: &log,
+                            },
+                        };
+                        puller
+                            .pull(&reference)
+                            .with_context(|| format!("repairing {name}"))?;
+                    }
+                    let left = maintain::verify(&cache)?;
+                    for f in &left {
+                        println!("FAULT {}: {}", f.path.display(), f.what);
+                    }
+                    Ok(if left.is_empty() {
+                        exit::OK
+                    } else {
+                        exit::CHECK_FAILED
+                    })
+                }
+                CacheCommand::Prune { older_than } => {
+                    let p = maintain::prune(&cache, older_than.map(|d| d * 86400), &log)?;
+                    log(&format!(
+                        "pruned {} images, {} layers, {} blobs ({}) from {}",
+                        p.images.len(),
+                        p.layers,
+                        p.blobs,
+                        host::human_bytes(p.bytes),
+                        cache.root().display()
+                    ));
+                    Ok(exit::OK)
+                }
+            }
+        }
         Command::Doctor { json } => {
             let config = load_config(&cli.global)?;
             let report = doctor::run(&config);
@@ -130,6 +411,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+    }
+}
+
+fn human_age(secs: u64) -> String {
+    match secs {
+        0..=119 => "just now".into(),
+        120..=7199 => format!("{} minutes ago", secs / 60),
+        7200..=172_799 => format!("{} hours ago", secs / 3600),
+        _ => format!("{} days ago", secs / 86400),
     }
 }
 

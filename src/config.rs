@@ -90,7 +90,20 @@ pub struct FileConfig {
     pub cache: CacheFile,
     #[serde(default)]
     pub registry: RegistryFile,
+    /// Per-registry settings by host (`docker.io`, `127.0.0.1:5000`).
+    pub registries: Option<BTreeMap<String, RegistryEntry>>,
     pub progress: Option<Progress>,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryEntry {
+    /// A PEM file of certificate authorities trusted for this registry only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca: Option<String>,
+    /// Reach this registry over plain HTTP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub insecure: Option<bool>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -113,6 +126,7 @@ pub struct RegistryFile {
 pub struct Settings {
     pub cache: CacheSettings,
     pub registry: RegistrySettings,
+    pub registries: BTreeMap<String, RegistryEntry>,
     pub progress: Progress,
 }
 
@@ -171,6 +185,9 @@ pub const SITE_CONFIG_VAR: &str = "LPMX_SITE_CONFIG";
 pub const CONFIG_VAR: &str = "LPMX_CONFIG";
 pub const DEFAULT_SITE_CONFIG: &str = "/etc/lpmx/config.yaml";
 
+/// Keys whose value is a map by name, kept whole when flattening (names contain dots).
+const MAP_KEYS: &[&str] = &["registries"];
+
 /// Key paths whose values are filesystem paths: `~` and `$VAR` are expanded in them.
 const PATH_KEYS: &[&str] = &["cache.dir", "cache.readonly"];
 
@@ -224,6 +241,16 @@ impl Config {
         let mut merged: BTreeMap<String, (Value, Source)> = BTreeMap::new();
         let mut put = |flat: Vec<(String, Value)>, source: &Source| {
             for (k, v) in flat {
+                // Maps keyed by name merge entry by entry: a user's own registry does not
+                // drop the site's settings for another.
+                if let (Some((Value::Object(old), _)), Value::Object(new)) = (merged.get(&k), &v) {
+                    if MAP_KEYS.contains(&k.as_str()) {
+                        let mut both = old.clone();
+                        both.extend(new.clone());
+                        merged.insert(k, (Value::Object(both), source.clone()));
+                        continue;
+                    }
+                }
                 merged.insert(k, (v, source.clone()));
             }
         };
@@ -281,6 +308,17 @@ impl Config {
             );
         }
 
+        if let Some((Value::Object(hosts), source)) = merged.get_mut("registries") {
+            for (host, entry) in hosts.iter_mut() {
+                if let Some(ca) = entry.get_mut("ca") {
+                    expand_paths(ca, inputs).map_err(|message| Error::Value {
+                        origin: source.clone(),
+                        key: format!("registries.{host}.ca"),
+                        message,
+                    })?;
+                }
+            }
+        }
         for key in PATH_KEYS {
             if let Some((value, source)) = merged.get_mut(*key) {
                 expand_paths(value, inputs).map_err(|message| Error::Value {
@@ -320,6 +358,7 @@ fn defaults(inputs: &Inputs) -> Settings {
         registry: RegistrySettings {
             insecure: Vec::new(),
         },
+        registries: BTreeMap::new(),
         progress: Progress::Auto,
     }
 }
@@ -441,7 +480,7 @@ fn check_one(key: &str, value: &Value) -> std::result::Result<(), String> {
 fn flatten(v: &Value, keep_null: bool) -> Vec<(String, Value)> {
     fn walk(prefix: &str, v: &Value, keep_null: bool, out: &mut Vec<(String, Value)>) {
         match v {
-            Value::Object(map) => {
+            Value::Object(map) if !MAP_KEYS.contains(&prefix) => {
                 for (k, v) in map {
                     let key = if prefix.is_empty() {
                         k.clone()
@@ -657,6 +696,34 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(e.contains("LPMX_PROGRESS") && e.contains("fancy"), "{e}");
+    }
+
+    #[test]
+    fn registries_merge_by_host_across_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let site = dir.path().join("site.yaml");
+        let user = dir.path().join("user.yaml");
+        std::fs::write(
+            &site,
+            "registries:\n  docker.io:\n    ca: /site/ca.pem\n  a.b:5000:\n    insecure: true\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &user,
+            "registries:\n  \"127.0.0.1:5001\":\n    ca: ~/ca.pem\n",
+        )
+        .unwrap();
+        let mut i = inputs(&[("HOME", "/h"), (SITE_CONFIG_VAR, site.to_str().unwrap())]);
+        i.config_flag = Some(user);
+        let c = Config::load(&i).unwrap();
+        let r = &c.settings.registries;
+        assert_eq!(r["docker.io"].ca.as_deref(), Some("/site/ca.pem"));
+        assert_eq!(r["a.b:5000"].insecure, Some(true));
+        assert_eq!(r["127.0.0.1:5001"].ca.as_deref(), Some("/h/ca.pem"));
+        let e = parse_file(Path::new("f"), "registries:\n  x.io:\n    cafile: /a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("cafile") && e.contains("line 3"), "{e}");
     }
 
     #[test]

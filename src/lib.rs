@@ -3,11 +3,16 @@
 //! One module per responsibility; the binary (`src/main.rs`, `src/cli.rs`, `src/commands.rs`)
 //! only parses flags, calls these and turns errors into exit codes.
 
+pub mod cache;
 pub mod config;
 pub mod doctor;
 pub mod exit;
 pub mod host;
 pub mod lock;
 pub mod probe;
+pub mod pull;
+pub mod reference;
+pub mod registry;
 pub mod scheduler;
+pub mod unpack;
 pub mod userns;

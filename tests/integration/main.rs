@@ -7,4 +7,5 @@ mod support;
 mod cli;
 mod config;
 mod doctor;
+mod pull;
 mod registry;

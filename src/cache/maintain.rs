@@ -1,0 +1,252 @@
+//! `cache info`, `cache verify` and `cache prune`: reading the cache as a whole.
+//! Deleting goes through the same per-digest locks as pulling, and unpublishes with one
+//! rename into a work area before removing, so a reader never sees half a layer.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::{Cache, Error, ImageRecord, LayerRecord, Result, BLOBS, IMAGES, LAYERS, REFS, TMP};
+use crate::reference::Digest;
+
+#[derive(Debug, Default, Serialize)]
+pub struct Usage {
+    pub blobs: u64,
+    pub layers: u64,
+    pub images: u64,
+    pub tmp: u64,
+    pub layer_count: u64,
+    pub image_count: u64,
+}
+
+fn du(p: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(p)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+fn count(p: &Path) -> u64 {
+    std::fs::read_dir(p).map(|r| r.count() as u64).unwrap_or(0)
+}
+
+pub fn usage(cache: &Cache) -> Usage {
+    let r = cache.root();
+    Usage {
+        blobs: du(&r.join(BLOBS)),
+        layers: du(&r.join(LAYERS)),
+        images: du(&r.join(IMAGES)) + du(&r.join(REFS)),
+        tmp: du(&r.join(TMP)),
+        layer_count: count(&r.join(LAYERS)),
+        image_count: count(&r.join(IMAGES)),
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct Fault {
+    pub path: PathBuf,
+    pub what: String,
+    /// Image names that need this entry, to pull again on repair.
+    pub images: Vec<String>,
+}
+
+fn layer_record(dir: &Path) -> std::result::Result<LayerRecord, String> {
+    let meta = dir.join("layer.json");
+    let bytes = std::fs::read(&meta).map_err(|e| format!("{}: {e}", meta.display()))?;
+    serde_json::from_slice(&bytes).map_err(|e| format!("{}: {e}", meta.display()))
+}
+
+/// Re-hashes every blob and checks every layer tree against what was recorded when it was
+/// unpacked, and every image against the layers it needs.
+pub fn verify(cache: &Cache) -> Result<Vec<Fault>> {
+    let images = cache.images()?;
+    let users = |d: &Digest| -> Vec<String> {
+        images
+            .iter()
+            .filter(|i| {
+                &i.manifest == d || &i.config == d || i.layers.iter().any(|l| &l.digest == d)
+            })
+            .filter_map(|i| i.names.first().cloned())
+            .collect()
+    };
+    let mut faults = Vec::new();
+    let blobs = cache.root().join(BLOBS);
+    for e in std::fs::read_dir(&blobs)
+        .map_err(|e| Error::Io {
+            path: blobs.clone(),
+            source: e,
+        })?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Ok(d) = Digest::parse(&format!("sha256:{name}")) else {
+            faults.push(Fault {
+                path: e.path(),
+                what: "not a blob name".into(),
+                images: vec![],
+            });
+            continue;
+        };
+        if let Err(err) = cache.read_blob(&d) {
+            faults.push(Fault {
+                path: e.path(),
+                what: err.to_string(),
+                images: users(&d),
+            });
+        }
+    }
+    let layers = cache.root().join(LAYERS);
+    for e in std::fs::read_dir(&layers)
+        .map_err(|e| Error::Io {
+            path: layers.clone(),
+            source: e,
+        })?
+        .flatten()
+    {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let d = Digest::parse(&format!("sha256:{name}")).ok();
+        let images = d.as_ref().map(&users).unwrap_or_default();
+        match layer_record(&e.path()) {
+            Err(why) => faults.push(Fault {
+                path: e.path(),
+                what: why,
+                images,
+            }),
+            Ok(rec) => match super::tree_summary(&e.path().join("root")) {
+                Ok(now) if now == rec.tree => {}
+                Ok(now) => faults.push(Fault {
+                    path: e.path(),
+                    what: format!(
+                        "layer tree changed: {} entries and {} bytes, {} and {} when unpacked",
+                        now.entries, now.bytes, rec.tree.entries, rec.tree.bytes
+                    ),
+                    images,
+                }),
+                Err(err) => faults.push(Fault {
+                    path: e.path(),
+                    what: err.to_string(),
+                    images,
+                }),
+            },
+        }
+    }
+    for img in &images {
+        for l in &img.layers {
+            if cache.find_layer(&l.digest).is_none() {
+                faults.push(Fault {
+                    path: cache.layer_dir(&l.digest),
+                    what: format!("layer {} of {} is missing", l.digest, img.names.join(", ")),
+                    images: img.names.first().cloned().into_iter().collect(),
+                });
+            }
+        }
+        if cache.read_blob(&img.config).ok().flatten().is_none() {
+            faults.push(Fault {
+                path: cache.blob_path(&img.config),
+                what: format!(
+                    "config {} of {} is missing",
+                    img.config,
+                    img.names.join(", ")
+                ),
+                images: img.names.first().cloned().into_iter().collect(),
+            });
+        }
+    }
+    Ok(faults)
+}
+
+/// Takes a damaged or unwanted entry out of the cache: lock it, move it into a work area,
+/// delete it there.
+pub fn remove_entry(cache: &Cache, path: &Path, log: &dyn Fn(&str)) -> Result<()> {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let digest = Digest::parse(&format!("sha256:{}", name.trim_end_matches(".json"))).ok();
+    let _lock = match &digest {
+        Some(d) => Some(cache.lock(d, &format!("removing {}", path.display()), log)?),
+        None => None,
+    };
+    let work = cache.work_dir()?;
+    let parked = work.path().join("removed");
+    match std::fs::rename(path, &parked) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::Io {
+            path: path.to_path_buf(),
+            source: e,
+        }),
+    }
+    // `work` is dropped here, removing what was parked in it.
+}
+
+#[derive(Debug, Default, Serialize)]
+pub struct Pruned {
+    pub images: Vec<String>,
+    pub layers: u64,
+    pub blobs: u64,
+    pub bytes: u64,
+}
+
+/// Forgets images unused for `older_than` seconds, then removes layers and blobs that no
+/// remaining image uses.
+pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Result<Pruned> {
+    let mut out = Pruned::default();
+    let now = super::now();
+    let mut keep: Vec<ImageRecord> = Vec::new();
+    for img in cache.images()? {
+        if older_than.is_some_and(|age| now.saturating_sub(img.last_used) > age) {
+            remove_entry(cache, &cache.image_path(&img.manifest), log)?;
+            out.images.extend(img.names.iter().cloned());
+        } else {
+            keep.push(img);
+        }
+    }
+    let mut used: BTreeSet<String> = BTreeSet::new();
+    for img in &keep {
+        used.insert(img.manifest.hex().to_string());
+        used.insert(img.config.hex().to_string());
+        used.extend(img.layers.iter().map(|l| l.digest.hex().to_string()));
+    }
+    for (kind, dir) in [
+        (LAYERS, cache.root().join(LAYERS)),
+        (BLOBS, cache.root().join(BLOBS)),
+    ] {
+        let entries = std::fs::read_dir(&dir).map_err(|e| Error::Io {
+            path: dir.clone(),
+            source: e,
+        })?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if used.contains(&name) {
+                continue;
+            }
+            out.bytes += du(&e.path());
+            remove_entry(cache, &e.path(), log)?;
+            if kind == LAYERS {
+                out.layers += 1;
+            } else {
+                out.blobs += 1;
+            }
+        }
+    }
+    // Names whose image is gone.
+    let refs = cache.root().join(REFS);
+    if let Ok(entries) = std::fs::read_dir(&refs) {
+        for e in entries.flatten() {
+            let keep_ref = std::fs::read(e.path())
+                .ok()
+                .and_then(|b| serde_json::from_slice::<super::RefRecord>(&b).ok())
+                .is_some_and(|r| used.contains(r.manifest.hex()));
+            if !keep_ref {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+    cache.reclaim();
+    Ok(out)
+}

@@ -1,0 +1,683 @@
+//! The image cache: content-addressed, shared between processes and nodes, crash-safe.
+//!
+//! ```text
+//! CACHE/blobs-v1/HEX          manifests and configs, named by their sha256
+//! CACHE/layers-v1/HEX/        an extracted layer: root/ and layer.json (stats, whiteouts)
+//! CACHE/images-v1/HEX.json    an image (by manifest digest): config, layers, names, last use
+//! CACHE/refs-v1/HEX.json      a name (by sha256 of "registry/repo:tag") -> manifest digest
+//! CACHE/locks-v1/HEX.lock     one lock file per digest, naming its holder
+//! CACHE/tmp-v1/HOST.PID.N/    private work areas, published by one rename
+//! ```
+//! Entries are immutable once published; a directory or file exists under its final name only
+//! when complete. The `-v1` suffixes let a later format live beside this one.
+
+use std::fs::{File, OpenOptions};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+
+use crate::reference::Digest;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cache {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "gave up waiting {waited:?} for the lock on {what} ({path}), held by {holder}; \
+         raise cache.lock_timeout (LPMX_LOCK_TIMEOUT, seconds) if that holder is still working"
+    )]
+    LockTimeout {
+        what: String,
+        path: PathBuf,
+        holder: String,
+        waited: Duration,
+    },
+    #[error("{what}: content does not match its digest: expected {expected}, got {actual}")]
+    DigestMismatch {
+        what: String,
+        expected: String,
+        actual: String,
+    },
+    #[error("cache record {path} is damaged: {why}; `lpmx-job cache verify --repair` rebuilds it")]
+    Damaged { path: PathBuf, why: String },
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
+    move |source| Error::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub const BLOBS: &str = "blobs-v1";
+pub const LAYERS: &str = "layers-v1";
+pub const IMAGES: &str = "images-v1";
+pub const REFS: &str = "refs-v1";
+pub const LOCKS: &str = "locks-v1";
+pub const TMP: &str = "tmp-v1";
+
+pub fn now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// What `layer.json` records about an extracted layer.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LayerRecord {
+    pub digest: Digest,
+    /// sha256 of the uncompressed tar, as the image config lists it.
+    pub diff_id: Digest,
+    pub media_type: String,
+    pub compressed_size: u64,
+    pub stats: crate::unpack::LayerStats,
+    /// Entries and regular-file bytes of `root/` right after unpacking, so `cache verify`
+    /// can tell a complete tree from one something has eaten into.
+    pub tree: TreeSummary,
+    pub source: String,
+    pub created: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LayerRef {
+    pub digest: Digest,
+    pub diff_id: Option<Digest>,
+    pub size: u64,
+    pub media_type: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageRecord {
+    /// Names this image was pulled as, newest first.
+    pub names: Vec<String>,
+    pub manifest: Digest,
+    pub config: Digest,
+    pub platform: String,
+    pub layers: Vec<LayerRef>,
+    /// Sum of the compressed layer sizes.
+    pub size: u64,
+    pub pulled: u64,
+    pub last_used: u64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RefRecord {
+    pub name: String,
+    pub manifest: Digest,
+    pub fetched: u64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TreeSummary {
+    pub entries: u64,
+    pub bytes: u64,
+}
+
+/// Counts a tree without following symlinks.
+pub fn tree_summary(root: &Path) -> Result<TreeSummary> {
+    let mut t = TreeSummary::default();
+    for e in walkdir::WalkDir::new(root).min_depth(1) {
+        let e = e.map_err(|e| {
+            let path = e.path().unwrap_or(root).to_path_buf();
+            Error::Io {
+                path,
+                source: e.into(),
+            }
+        })?;
+        t.entries += 1;
+        if e.file_type().is_file() {
+            t.bytes += e
+                .metadata()
+                .map_err(|e| Error::Io {
+                    path: root.to_path_buf(),
+                    source: e.into(),
+                })?
+                .len();
+        }
+    }
+    Ok(t)
+}
+
+pub struct Cache {
+    root: PathBuf,
+    lock_timeout: Duration,
+    /// Searched for layers before `root`; never written.
+    readonly: Vec<PathBuf>,
+}
+
+static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
+
+impl Cache {
+    pub fn open(root: &Path, lock_timeout: Duration, readonly: Vec<PathBuf>) -> Result<Cache> {
+        for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP] {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(|e| Error::Io {
+                path: p.clone(),
+                source: e,
+            })?;
+        }
+        Ok(Cache {
+            root: root.to_path_buf(),
+            lock_timeout,
+            readonly,
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    pub fn blob_path(&self, d: &Digest) -> PathBuf {
+        self.root.join(BLOBS).join(d.hex())
+    }
+
+    /// The published directory of a layer, in a read-only site cache or this one.
+    pub fn find_layer(&self, d: &Digest) -> Option<PathBuf> {
+        self.readonly
+            .iter()
+            .chain(std::iter::once(&self.root))
+            .map(|r| r.join(LAYERS).join(d.hex()))
+            .find(|p| p.join("layer.json").is_file())
+    }
+
+    pub fn layer_dir(&self, d: &Digest) -> PathBuf {
+        self.root.join(LAYERS).join(d.hex())
+    }
+
+    /// A small blob (manifest, config), checked against its digest on every read so that a
+    /// damaged cache is noticed rather than trusted.
+    pub fn read_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
+        for root in self.readonly.iter().chain(std::iter::once(&self.root)) {
+            let p = root.join(BLOBS).join(d.hex());
+            match std::fs::read(&p) {
+                Ok(bytes) => {
+                    let actual = sha256(&bytes);
+                    if &actual != d {
+                        return Err(Error::Damaged {
+                            path: p,
+                            why: format!("its content hashes to {actual}"),
+                        });
+                    }
+                    return Ok(Some(bytes));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::Io { path: p, source: e }),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Stores a small blob after checking it against its digest.
+    pub fn put_blob(&self, d: &Digest, bytes: &[u8], what: &str) -> Result<PathBuf> {
+        let actual = sha256(bytes);
+        if &actual != d {
+            return Err(Error::DigestMismatch {
+                what: what.into(),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            });
+        }
+        let dest = self.blob_path(d);
+        if dest.is_file() {
+            return Ok(dest);
+        }
+        self.write_atomic(&dest, bytes)?;
+        Ok(dest)
+    }
+
+    /// Writes a file under a temporary name beside `dest`, then renames it over `dest`.
+    pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
+        let tmp = self.root.join(TMP).join(tmp_name());
+        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        f.write_all(bytes)
+            .and_then(|_| f.sync_data())
+            .map_err(io(&tmp))?;
+        drop(f);
+        std::fs::rename(&tmp, dest).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp);
+            Error::Io {
+                path: dest.to_path_buf(),
+                source: e,
+            }
+        })
+    }
+
+    /// A private work directory, removed when dropped unless published.
+    pub fn work_dir(&self) -> Result<WorkDir> {
+        let p = self.root.join(TMP).join(tmp_name());
+        std::fs::create_dir(&p).map_err(io(&p))?;
+        Ok(WorkDir { path: Some(p) })
+    }
+
+    /// Publishes a finished work directory under `dest` with one rename. If another process
+    /// published the same content first, ours is thrown away: entries are immutable.
+    pub fn publish(&self, mut work: WorkDir, dest: &Path) -> Result<()> {
+        let src = work.path.take().expect("work dir present until published");
+        match std::fs::rename(&src, dest) {
+            Ok(()) => Ok(()),
+            Err(e)
+                if dest.join("layer.json").is_file()
+                    || matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
+            {
+                remove_tree(&src);
+                Ok(())
+            }
+            Err(e) => {
+                remove_tree(&src);
+                Err(Error::Io {
+                    path: dest.to_path_buf(),
+                    source: e,
+                })
+            }
+        }
+    }
+
+    /// Takes the lock for one digest, waiting for another holder as long as the configured
+    /// timeout allows. `waiting` is told once, after a second, who holds it.
+    pub fn lock(&self, d: &Digest, what: &str, waiting: &dyn Fn(&str)) -> Result<LockGuard> {
+        let path = self.root.join(LOCKS).join(format!("{}.lock", d.hex()));
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+            .map_err(io(&path))?;
+        let start = Instant::now();
+        let mut told = false;
+        loop {
+            match file.try_lock() {
+                Ok(()) => break,
+                Err(std::fs::TryLockError::WouldBlock) => {}
+                Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io { path, source: e }),
+            }
+            let waited = start.elapsed();
+            if !told && waited >= Duration::from_secs(1) {
+                told = true;
+                waiting(&format!(
+                    "waiting for {what}: locked by {} ({})",
+                    holder(&path),
+                    path.display()
+                ));
+            }
+            if waited >= self.lock_timeout {
+                return Err(Error::LockTimeout {
+                    what: what.into(),
+                    path: path.clone(),
+                    holder: holder(&path),
+                    waited,
+                });
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Say who holds it, for the waiters' messages; the lock itself is the flock.
+        let note = format!(
+            "host {} pid {} since {}\n",
+            crate::host::hostname(),
+            std::process::id(),
+            now()
+        );
+        let _ = file
+            .set_len(0)
+            .and_then(|_| (&file).write_all(note.as_bytes()));
+        Ok(LockGuard { file, path })
+    }
+
+    pub fn ref_path(&self, name: &str) -> PathBuf {
+        self.root
+            .join(REFS)
+            .join(format!("{}.json", sha256(name.as_bytes()).hex()))
+    }
+
+    pub fn read_ref(&self, name: &str) -> Result<Option<RefRecord>> {
+        read_json(&self.ref_path(name))
+    }
+
+    pub fn write_ref(&self, name: &str, manifest: &Digest) -> Result<()> {
+        let rec = RefRecord {
+            name: name.to_string(),
+            manifest: manifest.clone(),
+            fetched: now(),
+        };
+        self.write_atomic(
+            &self.ref_path(name),
+            &serde_json::to_vec_pretty(&rec).expect("serializes"),
+        )
+    }
+
+    pub fn image_path(&self, manifest: &Digest) -> PathBuf {
+        self.root
+            .join(IMAGES)
+            .join(format!("{}.json", manifest.hex()))
+    }
+
+    pub fn read_image(&self, manifest: &Digest) -> Result<Option<ImageRecord>> {
+        read_json(&self.image_path(manifest))
+    }
+
+    /// Records an image, merging its names with those of an earlier record. Concurrent
+    /// writers of one image each publish a whole record; the last rename wins, which at
+    /// worst drops a name that the next pull adds back.
+    pub fn write_image(&self, mut rec: ImageRecord) -> Result<ImageRecord> {
+        if let Some(old) = self.read_image(&rec.manifest)? {
+            for n in old.names {
+                if !rec.names.contains(&n) {
+                    rec.names.push(n);
+                }
+            }
+        }
+        self.write_atomic(
+            &self.image_path(&rec.manifest),
+            &serde_json::to_vec_pretty(&rec).expect("serializes"),
+        )?;
+        Ok(rec)
+    }
+
+    pub fn images(&self) -> Result<Vec<ImageRecord>> {
+        let dir = self.root.join(IMAGES);
+        let mut out = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+            let p = entry.map_err(io(&dir))?.path();
+            if p.extension().is_some_and(|e| e == "json") {
+                if let Some(rec) = read_json::<ImageRecord>(&p)? {
+                    out.push(rec);
+                }
+            }
+        }
+        out.sort_by(|a, b| a.names.first().cmp(&b.names.first()));
+        Ok(out)
+    }
+
+    /// Removes work areas left by processes of this host that no longer exist, and those of
+    /// other hosts older than a day (their owner cannot be asked).
+    pub fn reclaim(&self) -> usize {
+        let dir = self.root.join(TMP);
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            return 0;
+        };
+        let me = crate::host::hostname();
+        let mut n = 0;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let mut parts = name.rsplitn(3, '.');
+            let (_seq, pid, host) = (parts.next(), parts.next(), parts.next());
+            let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), host) else {
+                continue;
+            };
+            let stale = if host == me {
+                pid != std::process::id() as i32 && !process_alive(pid)
+            } else {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86400))
+            };
+            if stale {
+                remove_tree(&e.path());
+                n += 1;
+            }
+        }
+        n
+    }
+}
+
+fn process_alive(pid: i32) -> bool {
+    // SAFETY: signal 0 only checks that the process exists.
+    unsafe {
+        libc::kill(pid, 0) == 0
+            || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+fn tmp_name() -> String {
+    format!(
+        "{}.{}.{}",
+        crate::host::hostname(),
+        std::process::id(),
+        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+fn holder(lock: &Path) -> String {
+    std::fs::read_to_string(lock)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "another process".into())
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
+    match std::fs::read(p) {
+        Ok(b) => serde_json::from_slice(&b)
+            .map(Some)
+            .map_err(|e| Error::Damaged {
+                path: p.to_path_buf(),
+                why: e.to_string(),
+            }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::Io {
+            path: p.to_path_buf(),
+            source: e,
+        }),
+    }
+}
+
+/// Removes a tree that may contain read-only directories (image layers often do).
+pub fn remove_tree(p: &Path) {
+    if std::fs::remove_dir_all(p).is_ok() {
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    for e in walk_dirs(p) {
+        let _ = std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o700));
+    }
+    let _ = std::fs::remove_dir_all(p);
+}
+
+fn walk_dirs(p: &Path) -> Vec<PathBuf> {
+    let mut out = vec![p.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        if let Ok(rd) = std::fs::read_dir(&out[i]) {
+            for e in rd.flatten() {
+                if e.file_type().is_ok_and(|t| t.is_dir()) {
+                    out.push(e.path());
+                }
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+pub struct WorkDir {
+    path: Option<PathBuf>,
+}
+
+impl WorkDir {
+    pub fn path(&self) -> &Path {
+        self.path
+            .as_deref()
+            .expect("work dir present until published")
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        if let Some(p) = self.path.take() {
+            remove_tree(&p);
+        }
+    }
+}
+
+pub struct LockGuard {
+    file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        let _ = self.file.set_len(0);
+        let _ = self.file.unlock();
+    }
+}
+
+pub mod maintain;
+
+pub fn sha256(bytes: &[u8]) -> Digest {
+    Digest::from_sha256(&Sha256::digest(bytes))
+}
+
+/// Hashes and counts what passes through it, so a blob is verified in the same pass that
+/// unpacks it.
+pub struct Hashing<R> {
+    inner: R,
+    hasher: Sha256,
+    pub bytes: u64,
+}
+
+impl<R: Read> Hashing<R> {
+    pub fn new(inner: R) -> Self {
+        Hashing {
+            inner,
+            hasher: Sha256::new(),
+            bytes: 0,
+        }
+    }
+
+    /// Reads to the end (the tar reader stops at its end marker; the digest covers it all).
+    pub fn finish(mut self) -> std::io::Result<(Digest, u64)> {
+        std::io::copy(&mut self, &mut std::io::sink())?;
+        Ok((Digest::from_sha256(&self.hasher.finalize()), self.bytes))
+    }
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.bytes += n as u64;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cache() -> (tempfile::TempDir, Cache) {
+        let d = tempfile::tempdir().unwrap();
+        let c = Cache::open(d.path(), Duration::from_secs(2), vec![]).unwrap();
+        (d, c)
+    }
+
+    #[test]
+    fn blobs_are_checked_on_write_and_read() {
+        let (_d, c) = cache();
+        let good = sha256(b"hello");
+        assert!(c
+            .put_blob(&good, b"hellO", "test blob")
+            .unwrap_err()
+            .to_string()
+            .contains("does not match"));
+        assert!(
+            !c.blob_path(&good).exists(),
+            "nothing published on mismatch"
+        );
+        c.put_blob(&good, b"hello", "test blob").unwrap();
+        assert_eq!(c.read_blob(&good).unwrap().unwrap(), b"hello");
+        std::fs::write(c.blob_path(&good), b"tampered").unwrap();
+        assert!(c
+            .read_blob(&good)
+            .unwrap_err()
+            .to_string()
+            .contains("damaged"));
+    }
+
+    #[test]
+    fn lock_excludes_and_times_out_naming_the_setting() {
+        let (_d, c) = cache();
+        let dg = sha256(b"x");
+        let g = c.lock(&dg, "layer x", &|_| {}).unwrap();
+        // A second process, since flock is per open file description and we want the real case.
+        let out = crate::probe::in_child(Duration::from_secs(20), |r| {
+            let told = std::cell::RefCell::new(String::new());
+            match c.lock(&dg, "layer x", &|m| told.borrow_mut().push_str(m)) {
+                Ok(_) => 0,
+                Err(e) => {
+                    r.push_str(&format!("{e}\n{}", told.borrow()));
+                    1
+                }
+            }
+        })
+        .unwrap();
+        let crate::probe::Outcome::Exited(1, text) = out else {
+            panic!("{out:?}")
+        };
+        assert!(
+            text.contains("LPMX_LOCK_TIMEOUT") && text.contains("layer x"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!("pid {}", std::process::id())),
+            "names the holder: {text}"
+        );
+        assert!(
+            text.contains("waiting for layer x"),
+            "says it waits: {text}"
+        );
+        drop(g);
+        let g2 = c.lock(&dg, "layer x", &|_| {}).unwrap();
+        assert!(g2.path().ends_with(format!("{}.lock", dg.hex())));
+    }
+
+    #[test]
+    fn work_dirs_vanish_unless_published() {
+        let (_d, c) = cache();
+        let w = c.work_dir().unwrap();
+        let p = w.path().to_path_buf();
+        std::fs::create_dir(p.join("ro")).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(p.join("ro"), std::fs::Permissions::from_mode(0o500)).unwrap();
+        drop(w);
+        assert!(!p.exists());
+        let w = c.work_dir().unwrap();
+        std::fs::write(w.path().join("layer.json"), "{}").unwrap();
+        let dest = c.layer_dir(&sha256(b"l"));
+        c.publish(w, &dest).unwrap();
+        assert!(dest.join("layer.json").is_file());
+        // A second publisher of the same content loses quietly.
+        let w = c.work_dir().unwrap();
+        let p = w.path().to_path_buf();
+        std::fs::write(p.join("layer.json"), "{}").unwrap();
+        c.publish(w, &dest).unwrap();
+        assert!(!p.exists());
+    }
+
+    #[test]
+    fn reclaim_removes_dead_owners_only() {
+        let (d, c) = cache();
+        let host = crate::host::hostname();
+        let dead = d.path().join(TMP).join(format!("{host}.999999999.0"));
+        let mine = c.work_dir().unwrap();
+        std::fs::create_dir(&dead).unwrap();
+        assert_eq!(c.reclaim(), 1);
+        assert!(!dead.exists() && mine.path().exists());
+    }
+}

@@ -1,0 +1,519 @@
+//! Pulling: resolve a reference to one platform's manifest, then make sure its config and
+//! every layer are in the cache, each under its own lock, each verified against its digest
+//! in the same pass that unpacks it.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
+
+use crate::cache::{self, Cache, Hashing, ImageRecord, LayerRecord, LayerRef};
+use crate::reference::{Digest, Reference, Remote};
+use crate::registry::{self, Client};
+use crate::unpack;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Registry(#[from] registry::Error),
+    #[error(transparent)]
+    Cache(#[from] cache::Error),
+    #[error(transparent)]
+    Unpack(#[from] unpack::Error),
+    #[error("{image}: {why}")]
+    Image { image: String, why: String },
+    #[error("{image}: {path}: {source}")]
+    Source {
+        image: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// `os/arch[/variant]`, as `--platform` takes it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Platform {
+    pub os: String,
+    pub arch: String,
+    pub variant: Option<String>,
+}
+
+impl Platform {
+    pub fn host() -> Platform {
+        let (arch, variant) = match std::env::consts::ARCH {
+            "x86_64" => ("amd64", None),
+            "aarch64" => ("arm64", Some("v8")),
+            "powerpc64" => ("ppc64le", None),
+            "s390x" => ("s390x", None),
+            "riscv64" => ("riscv64", None),
+            other => (other, None),
+        };
+        Platform {
+            os: "linux".into(),
+            arch: arch.into(),
+            variant: variant.map(String::from),
+        }
+    }
+
+    pub fn parse(s: &str) -> std::result::Result<Platform, String> {
+        let parts: Vec<&str> = s.split('/').collect();
+        match parts.as_slice() {
+            [os, arch] if !os.is_empty() && !arch.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: None,
+            }),
+            [os, arch, v] if !os.is_empty() && !arch.is_empty() && !v.is_empty() => Ok(Platform {
+                os: os.to_string(),
+                arch: arch.to_string(),
+                variant: Some(v.to_string()),
+            }),
+            _ => Err(format!(
+                "platform {s:?} is not os/arch[/variant], e.g. linux/arm64"
+            )),
+        }
+    }
+
+    /// An index entry matches when os and architecture agree and, if both name a variant,
+    /// the variants agree (arm64 images often omit `v8`).
+    fn matches(&self, os: &str, arch: &str, variant: Option<&str>) -> bool {
+        self.os == os
+            && self.arch == arch
+            && (self.variant.is_none() || variant.is_none() || self.variant.as_deref() == variant)
+    }
+}
+
+impl std::fmt::Display for Platform {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.os, self.arch)?;
+        if let Some(v) = &self.variant {
+            write!(f, "/{v}")?;
+        }
+        Ok(())
+    }
+}
+
+/// Where blobs come from.
+enum Source<'a> {
+    Registry { client: &'a Client, remote: Remote },
+    Layout { dir: PathBuf },
+}
+
+impl Source<'_> {
+    fn open(&self, image: &str, d: &Digest) -> Result<Box<dyn Read + '_>> {
+        match self {
+            Source::Registry { client, remote } => Ok(Box::new(client.blob(remote, d)?)),
+            Source::Layout { dir } => {
+                let p = dir.join("blobs/sha256").join(d.hex());
+                let f = std::fs::File::open(&p).map_err(|source| Error::Source {
+                    image: image.into(),
+                    path: p,
+                    source,
+                })?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+            }
+        }
+    }
+
+    fn read_small(&self, image: &str, d: &Digest) -> Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        self.open(image, d)?
+            .take(16 << 20)
+            .read_to_end(&mut buf)
+            .map_err(|source| Error::Source {
+                image: image.into(),
+                path: PathBuf::from(d.to_string()),
+                source,
+            })?;
+        Ok(buf)
+    }
+}
+
+pub struct Options<'a> {
+    pub platform: Platform,
+    /// Layers fetched at once.
+    pub jobs: usize,
+    /// One line per event, already naming the node; the image is named by the caller.
+    pub log: &'a (dyn Fn(&str) + Sync),
+}
+
+pub struct Puller<'a> {
+    pub cache: &'a Cache,
+    pub client: Option<&'a Client>,
+    pub opts: Options<'a>,
+}
+
+const INDEX_TYPES: &[&str] = &[
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
+
+fn media_type_of(bytes: &[u8], header: &str) -> String {
+    let v: serde_json::Value = serde_json::from_slice(bytes).unwrap_or_default();
+    if v["schemaVersion"] == 1 {
+        return "schema1".into();
+    }
+    if let Some(m) = v["mediaType"].as_str() {
+        return m.to_string();
+    }
+    if v["manifests"].is_array() {
+        return INDEX_TYPES[0].into();
+    }
+    if !header.is_empty() {
+        return header.split(';').next().unwrap_or("").trim().to_string();
+    }
+    "application/vnd.oci.image.manifest.v1+json".into()
+}
+
+impl Puller<'_> {
+    pub fn pull(&self, reference: &Reference) -> Result<ImageRecord> {
+        let image = reference.to_string();
+        self.cache.reclaim();
+        match reference {
+            Reference::Remote(remote) => {
+                let client = self.client.ok_or_else(|| Error::Image { image: image.clone(), why: "no registry client".into() })?;
+                let (bytes, header) = client.manifest(remote, remote.manifest_ref())?;
+                let digest = cache::sha256(&bytes);
+                if let Some(pinned) = &remote.digest {
+                    if &digest != pinned {
+                        return Err(cache::Error::DigestMismatch { what: format!("manifest of {image}"), expected: pinned.to_string(), actual: digest.to_string() }.into());
+                    }
+                }
+                let source = Source::Registry { client, remote: remote.clone() };
+                let (manifest_digest, manifest) = self.select(&image, &source, bytes, digest, &header, |d| {
+                    Ok(client.manifest(remote, d.as_str())?)
+                })?;
+                let rec = self.fetch(&image, &source, &manifest_digest, &manifest)?;
+                if remote.tag.is_some() {
+                    self.cache.write_ref(&image, &manifest_digest)?;
+                }
+                Ok(rec)
+            }
+            Reference::OciLayout { dir, tag } => {
+                let index_path = dir.join("index.json");
+                let bytes = std::fs::read(&index_path).map_err(|source| Error::Source { image: image.clone(), path: index_path.clone(), source })?;
+                let index = ImageIndex::from_reader(&bytes[..])
+                    .map_err(|e| Error::Image { image: image.clone(), why: format!("{}: not an OCI image layout index: {e}", index_path.display()) })?;
+                let named: Vec<_> = index
+                    .manifests()
+                    .iter()
+                    .filter(|m| match tag {
+                        Some(t) => m.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")) == Some(t),
+                        None => true,
+                    })
+                    .collect();
+                let entry = match (named.as_slice(), tag) {
+                    ([one], _) => *one,
+                    ([], Some(t)) => return Err(Error::Image { image, why: format!("no image tagged {t:?} in {}", index_path.display()) }),
+                    ([], None) => return Err(Error::Image { image, why: format!("{} lists no images", index_path.display()) }),
+                    (_, _) => return Err(Error::Image { image, why: "the layout holds several images: name one as oci:DIR:TAG".into() }),
+                };
+                let source = Source::Layout { dir: dir.clone() };
+                let d = Digest::parse(entry.digest().as_ref()).map_err(|why| Error::Image { image: image.clone(), why })?;
+                let bytes = source.read_small(&image, &d)?;
+                let actual = cache::sha256(&bytes);
+                if actual != d {
+                    return Err(cache::Error::DigestMismatch { what: format!("manifest of {image}"), expected: d.to_string(), actual: actual.to_string() }.into());
+                }
+                let header = entry.media_type().to_string();
+                let (manifest_digest, manifest) = self.select(&image, &source, bytes, d, &header, |d| {
+                    Ok((source.read_small(&image, d)?, String::new()))
+                })?;
+                self.fetch(&image, &source, &manifest_digest, &manifest)
+            }
+            Reference::DockerArchive { .. } => Err(Error::Image {
+                image,
+                why: "docker-archive sources are not supported yet; convert with `skopeo copy docker-archive:FILE oci:DIR:TAG`".into(),
+            }),
+        }
+    }
+
+    /// Follows an index to this platform's manifest, checking each step's digest.
+    fn select(
+        &self,
+        image: &str,
+        _source: &Source,
+        bytes: Vec<u8>,
+        digest: Digest,
+        header: &str,
+        fetch: impl Fn(&Digest) -> Result<(Vec<u8>, String)>,
+    ) -> Result<(Digest, ImageManifest)> {
+        let media = media_type_of(&bytes, header);
+        if media == "schema1" || media.contains("manifest.v1+prettyjws") {
+            return Err(Error::Image {
+                image: image.into(),
+                why: "uses the Docker schema 1 manifest format, retired in 2019; re-push it with a current Docker or skopeo".into(),
+            });
+        }
+        let (digest, bytes) = if INDEX_TYPES.contains(&media.as_str()) {
+            let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| Error::Image {
+                image: image.into(),
+                why: format!("bad image index: {e}"),
+            })?;
+            let mut offered = Vec::new();
+            let mut chosen = None;
+            for m in index.manifests() {
+                let Some(p) = m.platform() else { continue };
+                let (os, arch, variant) = (
+                    p.os().to_string(),
+                    p.architecture().to_string(),
+                    p.variant().clone(),
+                );
+                offered.push(match &variant {
+                    Some(v) => format!("{os}/{arch}/{v}"),
+                    None => format!("{os}/{arch}"),
+                });
+                if chosen.is_none() && self.opts.platform.matches(&os, &arch, variant.as_deref()) {
+                    chosen = Some(m.digest().to_string());
+                }
+            }
+            let Some(d) = chosen else {
+                return Err(Error::Image {
+                    image: image.into(),
+                    why: format!(
+                        "no manifest for {} (offered: {}); choose one with --platform",
+                        self.opts.platform,
+                        offered.join(", ")
+                    ),
+                });
+            };
+            let d = Digest::parse(&d).map_err(|why| Error::Image {
+                image: image.into(),
+                why,
+            })?;
+            let (b, _) = fetch(&d)?;
+            let actual = cache::sha256(&b);
+            if actual != d {
+                return Err(cache::Error::DigestMismatch {
+                    what: format!("{} manifest of {image}", self.opts.platform),
+                    expected: d.to_string(),
+                    actual: actual.to_string(),
+                }
+                .into());
+            }
+            (d, b)
+        } else {
+            (digest, bytes)
+        };
+        let manifest = ImageManifest::from_reader(&bytes[..]).map_err(|e| Error::Image {
+            image: image.into(),
+            why: format!("bad manifest {digest}: {e}"),
+        })?;
+        self.cache
+            .put_blob(&digest, &bytes, &format!("manifest of {image}"))?;
+        Ok((digest, manifest))
+    }
+
+    fn fetch(
+        &self,
+        image: &str,
+        source: &Source,
+        manifest_digest: &Digest,
+        manifest: &ImageManifest,
+    ) -> Result<ImageRecord> {
+        let config_digest =
+            Digest::parse(manifest.config().digest().as_ref()).map_err(|why| Error::Image {
+                image: image.into(),
+                why,
+            })?;
+        let config_bytes = match self.cache.read_blob(&config_digest)? {
+            Some(b) => b,
+            None => {
+                let what = format!("config {} of {image}", config_digest.short());
+                let _lock = self.cache.lock(&config_digest, &what, self.opts.log)?;
+                match self.cache.read_blob(&config_digest)? {
+                    Some(b) => b,
+                    None => {
+                        let b = source.read_small(image, &config_digest)?;
+                        self.cache.put_blob(&config_digest, &b, &what)?;
+                        b
+                    }
+                }
+            }
+        };
+        let config =
+            ImageConfiguration::from_reader(&config_bytes[..]).map_err(|e| Error::Image {
+                image: image.into(),
+                why: format!("bad image config {config_digest}: {e}"),
+            })?;
+        let diff_ids: Vec<Option<Digest>> = config
+            .rootfs()
+            .diff_ids()
+            .iter()
+            .map(|d| Digest::parse(d).ok())
+            .collect();
+        if diff_ids.len() != manifest.layers().len() {
+            return Err(Error::Image {
+                image: image.into(),
+                why: format!(
+                    "manifest lists {} layers but its config {} lists {}",
+                    manifest.layers().len(),
+                    config_digest,
+                    diff_ids.len()
+                ),
+            });
+        }
+        let mut layers = Vec::new();
+        for (i, l) in manifest.layers().iter().enumerate() {
+            let digest = Digest::parse(l.digest().as_ref()).map_err(|why| Error::Image {
+                image: image.into(),
+                why,
+            })?;
+            layers.push(LayerRef {
+                digest,
+                diff_id: diff_ids[i].clone(),
+                size: l.size(),
+                media_type: l.media_type().to_string(),
+            });
+        }
+
+        let queue = Mutex::new(layers.iter().collect::<VecDeque<_>>());
+        let first_error = Mutex::new(None);
+        std::thread::scope(|s| {
+            for _ in 0..self.opts.jobs.clamp(1, 8).min(layers.len().max(1)) {
+                s.spawn(|| loop {
+                    if first_error.lock().unwrap().is_some() {
+                        return;
+                    }
+                    let Some(layer) = queue.lock().unwrap().pop_front() else {
+                        return;
+                    };
+                    if let Err(e) = self.ensure_layer(image, source, layer) {
+                        first_error.lock().unwrap().get_or_insert(e);
+                        return;
+                    }
+                });
+            }
+        });
+        if let Some(e) = first_error.into_inner().unwrap() {
+            return Err(e);
+        }
+
+        let platform = format!("{}/{}", config.os(), config.architecture());
+        let rec = ImageRecord {
+            names: vec![image.to_string()],
+            manifest: manifest_digest.clone(),
+            config: config_digest,
+            platform,
+            size: layers.iter().map(|l| l.size).sum(),
+            layers,
+            pulled: cache::now(),
+            last_used: cache::now(),
+        };
+        Ok(self.cache.write_image(rec)?)
+    }
+
+    fn ensure_layer(&self, image: &str, source: &Source, layer: &LayerRef) -> Result<PathBuf> {
+        if let Some(p) = self.cache.find_layer(&layer.digest) {
+            return Ok(p);
+        }
+        let what = format!("layer {} of {image}", layer.digest.short());
+        let _lock = self.cache.lock(&layer.digest, &what, self.opts.log)?;
+        if let Some(p) = self.cache.find_layer(&layer.digest) {
+            (self.opts.log)(&format!(
+                "{what}: already unpacked by another process ({})",
+                p.display()
+            ));
+            return Ok(p);
+        }
+        let dest = self.cache.layer_dir(&layer.digest);
+        let started = std::time::Instant::now();
+        (self.opts.log)(&format!(
+            "{what}: fetching {} -> {}",
+            crate::host::human_bytes(layer.size),
+            dest.display()
+        ));
+        let work = self.cache.work_dir()?;
+        let root = work.path().join("root");
+        std::fs::create_dir(&root).map_err(|e| cache::Error::Io {
+            path: root.clone(),
+            source: e,
+        })?;
+
+        let mut compressed = Hashing::new(source.open(image, &layer.digest)?);
+        let (stats, diff_id) = {
+            let decompressed = unpack::decompress(&mut compressed, &layer.media_type)?;
+            let mut tar = Hashing::new(decompressed);
+            let stats = unpack::unpack_layer(&mut tar, &root, &what)?;
+            let (diff_id, _) = tar.finish().map_err(|e| Error::Source {
+                image: image.into(),
+                path: dest.clone(),
+                source: e,
+            })?;
+            (stats, diff_id)
+        };
+        let (digest, size) = compressed.finish().map_err(|e| Error::Source {
+            image: image.into(),
+            path: dest.clone(),
+            source: e,
+        })?;
+        if digest != layer.digest {
+            return Err(cache::Error::DigestMismatch {
+                what,
+                expected: layer.digest.to_string(),
+                actual: digest.to_string(),
+            }
+            .into());
+        }
+        if size != layer.size {
+            return Err(Error::Image {
+                image: image.into(),
+                why: format!(
+                    "{what}: {size} bytes received, the manifest says {}",
+                    layer.size
+                ),
+            });
+        }
+        if let Some(expected) = &layer.diff_id {
+            if &diff_id != expected {
+                return Err(cache::Error::DigestMismatch {
+                    what: format!("{what} (uncompressed)"),
+                    expected: expected.to_string(),
+                    actual: diff_id.to_string(),
+                }
+                .into());
+            }
+        }
+        let record = LayerRecord {
+            digest: layer.digest.clone(),
+            diff_id,
+            media_type: layer.media_type.clone(),
+            compressed_size: size,
+            stats,
+            tree: cache::tree_summary(&root)?,
+            source: image.to_string(),
+            created: cache::now(),
+        };
+        let meta = work.path().join("layer.json");
+        std::fs::write(
+            &meta,
+            serde_json::to_vec_pretty(&record).expect("serializes"),
+        )
+        .map_err(|e| cache::Error::Io {
+            path: meta.clone(),
+            source: e,
+        })?;
+        self.cache.publish(work, &dest)?;
+        let secs = started.elapsed().as_secs_f64();
+        (self.opts.log)(&format!(
+            "{what}: done, {} in {secs:.1} s ({}/s), {} entries",
+            crate::host::human_bytes(size),
+            crate::host::human_bytes((size as f64 / secs.max(1e-3)) as u64),
+            record.stats.entries
+        ));
+        Ok(dest)
+    }
+}
+
+/// Paths of an image's layer trees, bottom first, or None if any is missing.
+pub fn layer_paths(cache: &Cache, rec: &ImageRecord) -> Option<Vec<PathBuf>> {
+    rec.layers
+        .iter()
+        .map(|l| cache.find_layer(&l.digest).map(|p| p.join("root")))
+        .collect()
+}

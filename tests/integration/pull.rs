@@ -1,0 +1,351 @@
+//! Pulling from the real registries (plain HTTP, TLS, basic auth) and from local OCI
+//! layouts into a private cache, as an ordinary user.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::support::{json, run, service, stderr, Env};
+
+/// The plain-HTTP registry and a command that may reach it.
+fn http(env: &Env) -> Option<(String, Command)> {
+    let reg = service("LPMX_TEST_REGISTRY")?;
+    let mut c = env.cmd();
+    c.env("LPMX_INSECURE_REGISTRIES", &reg);
+    Some((reg, c))
+}
+
+fn cache(env: &Env) -> PathBuf {
+    env.path("cache/lpmx")
+}
+
+fn layer_root(env: &Env, digest: &str) -> PathBuf {
+    cache(env)
+        .join("layers-v1")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("root")
+}
+
+fn layer_json(env: &Env, digest: &str) -> serde_json::Value {
+    let p = cache(env)
+        .join("layers-v1")
+        .join(digest.trim_start_matches("sha256:"))
+        .join("layer.json");
+    serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+        .unwrap()
+}
+
+/// Pulls and returns the one image record printed by `--json`.
+pub fn pull_ok(mut c: Command, image: &str, extra: &[&str]) -> serde_json::Value {
+    let out = run(c.args(["pull", "--json"]).args(extra).arg(image));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "pull {image} failed: {}",
+        stderr(&out)
+    );
+    json(&out)[0].clone()
+}
+
+fn layers(rec: &serde_json::Value) -> Vec<String> {
+    rec["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn pulls_a_one_layer_image() {
+    let env = Env::new();
+    let Some((reg, c)) = http(&env) else { return };
+    let rec = pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+    assert_eq!(rec["names"][0], format!("{reg}/lpmx/one:latest"));
+    assert_eq!(rec["platform"], "linux/amd64");
+    let l = layers(&rec);
+    assert_eq!(l.len(), 1);
+    let root = layer_root(&env, &l[0]);
+    assert!(root.join("bin/busybox").is_file());
+    assert_eq!(
+        std::fs::read_link(root.join("bin/sh")).unwrap(),
+        Path::new("busybox")
+    );
+    // The listing shows it, and a second pull is warm: nothing fetched again.
+    let (_, mut c) = http(&env).unwrap();
+    let out = run(c.args(["images", "--json"]));
+    let images = json(&out);
+    assert_eq!(images.as_array().unwrap().len(), 1);
+    let (_, mut c) = http(&env).unwrap();
+    let out = run(c.args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        !stderr(&out).contains("fetching"),
+        "warm pull fetched: {}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn layers_record_whiteouts_and_opaque_dirs() {
+    let env = Env::new();
+    let Some((reg, c)) = http(&env) else { return };
+    let rec = pull_ok(c, &format!("{reg}/lpmx/layers3:latest"), &[]);
+    let l = layers(&rec);
+    assert_eq!(l.len(), 4, "base and three layers");
+    let all: Vec<serde_json::Value> = l.iter().map(|d| layer_json(&env, d)).collect();
+    let whiteouts: Vec<&str> = all
+        .iter()
+        .flat_map(|j| j["stats"]["whiteouts"].as_array().unwrap())
+        .filter_map(|v| v.as_str())
+        .collect();
+    let opaque: Vec<&str> = all
+        .iter()
+        .flat_map(|j| j["stats"]["opaque_dirs"].as_array().unwrap())
+        .filter_map(|v| v.as_str())
+        .collect();
+    assert!(whiteouts.contains(&"etc/gone.txt"), "{whiteouts:?}");
+    assert!(opaque.contains(&"data/old"), "{opaque:?}");
+    // Whiteout markers are records, not files.
+    for d in &l {
+        let root = layer_root(&env, d);
+        for e in walkdir::WalkDir::new(&root) {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            assert!(
+                !name.starts_with(".wh."),
+                "whiteout extracted as a file in {}",
+                root.display()
+            );
+        }
+    }
+    // Hard links inside a layer stay hard links; symlinks stay as written.
+    let l1 = layer_root(&env, &l[1]);
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        std::fs::metadata(l1.join("data/hard1")).unwrap().ino(),
+        std::fs::metadata(l1.join("data/hard2")).unwrap().ino()
+    );
+    assert_eq!(
+        std::fs::read_link(l1.join("data/abs")).unwrap(),
+        Path::new("/data/keep.txt")
+    );
+    assert_eq!(
+        std::fs::read_link(l1.join("data/rel")).unwrap(),
+        Path::new("keep.txt")
+    );
+}
+
+#[test]
+fn multi_platform_index_picks_this_host_or_the_asked_platform() {
+    let env = Env::new();
+    let Some((reg, c)) = http(&env) else { return };
+    let rec = pull_ok(c, &format!("{reg}/lpmx/multi"), &[]);
+    assert_eq!(rec["platform"], "linux/amd64");
+    let arch = std::fs::read_to_string(layer_root(&env, &layers(&rec)[0]).join("arch")).unwrap();
+    assert_eq!(arch.trim(), "amd64");
+    let (_, c) = http(&env).unwrap();
+    let rec = pull_ok(
+        c,
+        &format!("{reg}/lpmx/multi"),
+        &["--platform", "linux/arm64"],
+    );
+    assert_eq!(rec["platform"], "linux/arm64");
+    let arch = std::fs::read_to_string(layer_root(&env, &layers(&rec)[0]).join("arch")).unwrap();
+    assert_eq!(arch.trim(), "arm64");
+    let (_, mut c) = http(&env).unwrap();
+    let out = run(c.args([
+        "pull",
+        "--platform",
+        "linux/s390x",
+        &format!("{reg}/lpmx/multi"),
+    ]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("linux/s390x") && err.contains("linux/ppc64le") && err.contains("--platform"),
+        "{err}"
+    );
+}
+
+#[test]
+fn docker_schema2_and_oci_give_the_same_tree() {
+    let env = Env::new();
+    let Some((reg, c)) = http(&env) else { return };
+    let oci = pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+    let (_, c) = http(&env).unwrap();
+    let v2 = pull_ok(c, &format!("{reg}/lpmx/one-v2s2"), &[]);
+    let diff = |r: &serde_json::Value| -> Vec<String> {
+        r["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["diff_id"].as_str().unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(diff(&oci), diff(&v2));
+    assert!(
+        v2["layers"][0]["media_type"]
+            .as_str()
+            .unwrap()
+            .contains("docker"),
+        "{v2}"
+    );
+}
+
+#[test]
+fn pulls_from_an_oci_layout_and_refuses_a_corrupt_blob() {
+    let env = Env::new();
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let layout = Path::new(&fixtures).join("oci");
+    let rec = pull_ok(env.cmd(), &format!("oci:{}:one", layout.display()), &[]);
+    assert!(layer_root(&env, &layers(&rec)[0])
+        .join("bin/busybox")
+        .is_file());
+
+    // A copy of the layout whose layer blob is damaged: refused, nothing published.
+    let bad = env.path("bad-layout");
+    let st = Command::new("cp")
+        .arg("-r")
+        .arg(&layout)
+        .arg(&bad)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let env2 = Env::new();
+    let layer = layers(&rec)[0].clone();
+    let blob = bad
+        .join("blobs/sha256")
+        .join(layer.trim_start_matches("sha256:"));
+    let mut bytes = std::fs::read(&blob).unwrap();
+    let n = bytes.len();
+    bytes[n / 2] ^= 0xff;
+    std::fs::write(&blob, &bytes).unwrap();
+    let out = run(env2
+        .cmd()
+        .args(["pull", &format!("oci:{}:one", bad.display())]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(layer.trim_start_matches("sha256:").get(..12).unwrap()),
+        "names the layer: {err}"
+    );
+    assert!(
+        !layer_root(&env2, &layer).exists(),
+        "a corrupt layer must not be published"
+    );
+    let tmp = env2.path("cache/lpmx/tmp-v1");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "work areas cleaned up"
+    );
+    let out = run(env2.cmd().args(["images", "--json"]));
+    assert_eq!(json(&out).as_array().unwrap().len(), 0);
+}
+
+#[test]
+fn tls_registry_needs_its_ca() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY_TLS") else {
+        return;
+    };
+    let ca = service("LPMX_TEST_CA").unwrap();
+    let out = run(env.cmd().args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "an unknown CA must be refused"
+    );
+    assert!(stderr(&out).contains(&reg), "{}", stderr(&out));
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
+    );
+    pull_ok(env.cmd(), &format!("{reg}/lpmx/one"), &[]);
+}
+
+#[test]
+fn auth_registry_uses_docker_credentials() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY_AUTH") else {
+        return;
+    };
+    let ca = service("LPMX_TEST_CA").unwrap();
+    let user = service("LPMX_TEST_REGISTRY_USER").unwrap();
+    let pass = service("LPMX_TEST_REGISTRY_PASSWORD").unwrap();
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
+    );
+    let out = run(env.cmd().args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(err.contains("credentials") && err.contains(&reg), "{err}");
+    use base64::Engine;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let dc = env.write(
+        "docker/config.json",
+        &format!("{{\"auths\":{{\"{reg}\":{{\"auth\":\"{auth}\"}}}}}}"),
+    );
+    let mut c = env.cmd();
+    c.env("DOCKER_CONFIG", dc.parent().unwrap());
+    pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+    let wrong = base64::engine::general_purpose::STANDARD.encode(format!("{user}:nope"));
+    std::fs::write(
+        &dc,
+        format!("{{\"auths\":{{\"{reg}\":{{\"auth\":\"{wrong}\"}}}}}}"),
+    )
+    .unwrap();
+    let env2 = Env::new();
+    env2.write(
+        "config/lpmx/config.yaml",
+        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
+    );
+    let out = run(env2
+        .cmd()
+        .env("DOCKER_CONFIG", dc.parent().unwrap())
+        .args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
+}
+
+#[test]
+fn missing_image_and_dead_registry_are_clear_errors() {
+    let env = Env::new();
+    let Some((reg, mut c)) = http(&env) else {
+        return;
+    };
+    let out = run(c.args(["pull", &format!("{reg}/lpmx/nope:1")]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("404") || stderr(&out).contains("no such image"),
+        "{}",
+        stderr(&out)
+    );
+    // A port nobody listens on.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &dead)
+        .args(["pull", &format!("{dead}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains("cannot reach registry") && err.contains(&dead),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
+fn bad_reference_is_a_clear_error() {
+    let env = Env::new();
+    let out = run(env.cmd().args(["pull", "Bad/Name"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("lowercase"), "{}", stderr(&out));
+}
