@@ -740,12 +740,13 @@ impl Unpacker<'_> {
         if !matches!((header.uid(), header.gid()), (Ok(0), Ok(0))) {
             self.stats.ignored_ownership += 1;
         }
-        let raw_mode = header.mode().map_err(|source| Error::Corrupt {
-            what: self.what.to_owned(),
-            after: Some(shown.clone()),
-            source,
-        })?;
+        // A symlink's or hardlink's mode means nothing, so a blank one is no reason to fail.
         let creates_inode = !matches!(ty, EntryType::Symlink | EntryType::Link);
+        let raw_mode = match header.mode() {
+            Ok(m) => m,
+            Err(_) if !creates_inode => 0,
+            Err(e) => return Err(self.invalid(&shown, format!("unreadable mode: {e}"))),
+        };
         if creates_inode && raw_mode & 0o6000 != 0 {
             self.stats.dropped_setid += 1;
         }
@@ -1225,6 +1226,8 @@ mod tests {
         }
     }
 
+    fn noop(_: &mut Header) {}
+
     /// Archives written header by header, so names can say what `Builder` refuses to.
     #[derive(Default)]
     struct Raw {
@@ -1243,12 +1246,12 @@ mod tests {
             if name.len() > 100 {
                 let mut v = name.to_vec();
                 v.push(0);
-                self.record(b"././@LongLink", EntryType::GNULongName, b"", &v, |_| {});
+                self.record(b"././@LongLink", EntryType::GNULongName, b"", &v, noop);
             }
             if link.len() > 100 {
                 let mut v = link.to_vec();
                 v.push(0);
-                self.record(b"././@LongLink", EntryType::GNULongLink, b"", &v, |_| {});
+                self.record(b"././@LongLink", EntryType::GNULongLink, b"", &v, noop);
             }
             let mut h = Header::new_gnu();
             let n = name.len().min(100);
@@ -1257,7 +1260,11 @@ mod tests {
             h.as_old_mut().linkname[..l].copy_from_slice(&link[..l]);
             h.set_entry_type(ty);
             h.set_size(data.len() as u64);
-            h.set_mode(if ty == EntryType::Directory { 0o755 } else { 0o644 });
+            h.set_mode(if ty == EntryType::Directory {
+                0o755
+            } else {
+                0o644
+            });
             h.set_mtime(MTIME);
             h.set_uid(0);
             h.set_gid(0);
@@ -1274,7 +1281,9 @@ mod tests {
         }
 
         fn file_mode(&mut self, name: &str, mode: u32, data: &[u8]) -> &mut Self {
-            self.record(name.as_bytes(), EntryType::Regular, b"", data, |h| h.set_mode(mode))
+            self.record(name.as_bytes(), EntryType::Regular, b"", data, |h| {
+                h.set_mode(mode)
+            })
         }
 
         fn dir(&mut self, name: impl AsRef<[u8]>) -> &mut Self {
@@ -1289,7 +1298,13 @@ mod tests {
         }
 
         fn symlink(&mut self, name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> &mut Self {
-            self.record(name.as_ref(), EntryType::Symlink, target.as_ref(), b"", |_| {})
+            self.record(
+                name.as_ref(),
+                EntryType::Symlink,
+                target.as_ref(),
+                b"",
+                |_| {},
+            )
         }
 
         fn hardlink(&mut self, name: impl AsRef<[u8]>, target: impl AsRef<[u8]>) -> &mut Self {
@@ -1347,8 +1362,14 @@ mod tests {
             assert_eq!(fs::read(sb.p("usr/bin/tool")).unwrap(), b"#!/bin/sh\n");
             assert_eq!(mode(&sb.p("usr/bin/tool")), 0o755);
             assert_eq!(mtime(&sb.p("usr/bin/tool")), MTIME as i64);
-            assert_eq!(fs::read_link(sb.p("usr/bin/abs")).unwrap(), Path::new("/bin/busybox"));
-            assert_eq!(fs::read_link(sb.p("usr/bin/rel")).unwrap(), Path::new("../lib/x"));
+            assert_eq!(
+                fs::read_link(sb.p("usr/bin/abs")).unwrap(),
+                Path::new("/bin/busybox")
+            );
+            assert_eq!(
+                fs::read_link(sb.p("usr/bin/rel")).unwrap(),
+                Path::new("../lib/x")
+            );
             assert_eq!(mtime(&sb.p("usr/bin/abs")), MTIME as i64);
             assert_eq!(ino(&sb.p("usr/bin/tool2")), ino(&sb.p("usr/bin/tool")));
             assert_eq!(fs::metadata(sb.p("usr/bin/tool")).unwrap().nlink(), 2);
@@ -1356,7 +1377,14 @@ mod tests {
             assert_eq!(mode(&sb.p("etc")), 0o755);
             assert_eq!(fs::read(sb.p("etc/hostname")).unwrap(), b"box\n");
             assert_eq!(
-                (st.entries, st.files, st.dirs, st.symlinks, st.hardlinks, st.bytes),
+                (
+                    st.entries,
+                    st.files,
+                    st.dirs,
+                    st.symlinks,
+                    st.hardlinks,
+                    st.bytes
+                ),
                 (7, 2, 2, 2, 1, 14)
             );
             sb.assert_contained();
@@ -1395,6 +1423,8 @@ mod tests {
                 .symlink("up", "../../..")
                 .file("up/y", b"y")
                 .symlink("abs", &outside)
+                // Where `abs` leads inside the root; without it `abs` dangles, which is an error.
+                .dir(format!("{outside}/"))
                 .file("abs/pwned", b"p")
                 .symlink("rel", "../")
                 .file("rel/sentinel", b"pwned")
@@ -1459,7 +1489,11 @@ mod tests {
             assert_eq!(fs::read(sb.p("e")).unwrap(), b"e");
             assert_eq!(ino(&sb.p("x")), ino(&sb.p("s")));
             let q = fs::symlink_metadata(sb.p("q")).unwrap().file_type();
-            assert!(if st.fifos == 1 { q.is_fifo() } else { q.is_symlink() });
+            assert!(if st.fifos == 1 {
+                q.is_fifo()
+            } else {
+                q.is_symlink()
+            });
             sb.assert_contained();
         }
     }
@@ -1472,27 +1506,53 @@ mod tests {
                 let err = sb.unpack(&tar, r).unwrap_err();
                 let msg = err.to_string();
                 assert!(matches!(err, Error::Hardlink { .. }), "{msg}");
-                assert!(msg.contains(WHAT) && msg.contains("h -> ") && msg.contains(target), "{msg}");
+                assert!(
+                    msg.contains(WHAT) && msg.contains("h -> ") && msg.contains(target),
+                    "{msg}"
+                );
                 assert!(msg.contains(reason), "{msg}");
                 sb.assert_contained();
             };
             let outside = Sandbox::new().outside().to_str().unwrap().to_owned();
-            refused(Raw::default().hardlink("h", "../../sentinel").bytes(), "../../sentinel", "not a file");
-            refused(Raw::default().hardlink("h", "nope").bytes(), "nope", "not a file");
-            refused(Raw::default().dir("d/").hardlink("h", "d").bytes(), "d", "directory");
             refused(
-                Raw::default().symlink("out", "../").hardlink("h", "out/sentinel").bytes(),
+                Raw::default().hardlink("h", "../../sentinel").bytes(),
+                "../../sentinel",
+                "not a file",
+            );
+            refused(
+                Raw::default().hardlink("h", "nope").bytes(),
+                "nope",
+                "not a file",
+            );
+            refused(
+                Raw::default().dir("d/").hardlink("h", "d").bytes(),
+                "d",
+                "directory",
+            );
+            refused(
+                Raw::default()
+                    .symlink("out", "../")
+                    .hardlink("h", "out/sentinel")
+                    .bytes(),
                 "out/sentinel",
                 "not a file",
             );
             refused(
-                Raw::default().symlink("out", &outside).hardlink("h", "out/sentinel").bytes(),
+                Raw::default()
+                    .symlink("out", &outside)
+                    .hardlink("h", "out/sentinel")
+                    .bytes(),
                 "out/sentinel",
                 "not a file",
             );
             // A target replaced after extraction is no longer this layer's file.
             refused(
-                Raw::default().dir("d/").file("d/f", b"f").symlink("d", &outside).hardlink("h", "d/f").bytes(),
+                Raw::default()
+                    .dir("d/")
+                    .file("d/f", b"f")
+                    .symlink("d", &outside)
+                    .hardlink("h", "d/f")
+                    .bytes(),
                 "d/f",
                 "not a file",
             );
@@ -1554,13 +1614,21 @@ mod tests {
     fn the_root_entry_sets_the_destinations_mode_and_nothing_else_may_name_it() {
         for r in resolvers() {
             let sb = Sandbox::new();
-            sb.unpack(&Raw::default().dir_meta("./", 0o750, 1234).file("a", b"a").bytes(), r)
-                .unwrap();
+            sb.unpack(
+                &Raw::default()
+                    .dir_meta("./", 0o750, 1234)
+                    .file("a", b"a")
+                    .bytes(),
+                r,
+            )
+            .unwrap();
             assert_eq!(mode(&sb.root), 0o750);
             assert_eq!(mtime(&sb.root), 1234);
 
             let sb = Sandbox::new();
-            let err = sb.unpack(&Raw::default().file(".", b"x").bytes(), r).unwrap_err();
+            let err = sb
+                .unpack(&Raw::default().file(".", b"x").bytes(), r)
+                .unwrap_err();
             assert!(matches!(err, Error::Invalid { .. }), "{err}");
             sb.assert_contained();
         }
@@ -1575,8 +1643,12 @@ mod tests {
                     h.set_device_major(1).unwrap();
                     h.set_device_minor(3).unwrap();
                 })
-                .record(b"dev/sda", EntryType::Block, b"", b"", |h| h.set_device_major(8).unwrap())
-                .record(b"run/fifo", EntryType::Fifo, b"", b"", |h| h.set_mode(0o620))
+                .record(b"dev/sda", EntryType::Block, b"", b"", |h| {
+                    h.set_device_major(8).unwrap()
+                })
+                .record(b"run/fifo", EntryType::Fifo, b"", b"", |h| {
+                    h.set_mode(0o620)
+                })
                 .record(b"vol", EntryType::new(b'V'), b"", b"", |_| {})
                 .bytes();
             let st = sb.unpack(&tar, r).unwrap();
@@ -1585,7 +1657,10 @@ mod tests {
             assert_eq!(st.skipped_other, 1);
             if st.fifos == 1 {
                 assert_eq!(st.skipped_devices, 2);
-                assert!(fs::symlink_metadata(sb.p("run/fifo")).unwrap().file_type().is_fifo());
+                assert!(fs::symlink_metadata(sb.p("run/fifo"))
+                    .unwrap()
+                    .file_type()
+                    .is_fifo());
                 assert_eq!(mode(&sb.p("run/fifo")), 0o620);
             } else {
                 assert_eq!(st.skipped_devices, 3);
@@ -1633,9 +1708,17 @@ mod tests {
     #[test]
     fn whiteouts_that_escape_are_errors() {
         for r in resolvers() {
-            for name in ["../.wh.x", "a/.wh...", "/.wh..", "../../.wh..wh..opq", "a/../../.wh.b"] {
+            for name in [
+                "../.wh.x",
+                "a/.wh...",
+                "/.wh..",
+                "../../.wh..wh..opq",
+                "a/../../.wh.b",
+            ] {
                 let sb = Sandbox::new();
-                let err = sb.unpack(&Raw::default().file(name, b"").bytes(), r).unwrap_err();
+                let err = sb
+                    .unpack(&Raw::default().file(name, b"").bytes(), r)
+                    .unwrap_err();
                 assert!(matches!(err, Error::Invalid { .. }), "{name}: {err}");
                 assert!(err.to_string().contains(WHAT), "{err}");
                 sb.assert_contained();
@@ -1647,7 +1730,10 @@ mod tests {
     fn an_entry_below_a_dangling_symlink_is_an_error_naming_it() {
         for r in resolvers() {
             let sb = Sandbox::new();
-            let tar = Raw::default().symlink("dang", "/nowhere").file("dang/x", b"x").bytes();
+            let tar = Raw::default()
+                .symlink("dang", "/nowhere")
+                .file("dang/x", b"x")
+                .bytes();
             let err = sb.unpack(&tar, r).unwrap_err();
             let msg = err.to_string();
             assert!(msg.contains(WHAT) && msg.contains("dang/x"), "{msg}");
@@ -1683,7 +1769,9 @@ mod tests {
         let mut h = Header::new_gnu();
         h.set_entry_type(EntryType::Symlink);
         h.set_size(0);
-        b.append_link(&mut h, format!("{long_dir}/link"), &long_target).unwrap();
+        h.set_mode(0o777);
+        b.append_link(&mut h, format!("{long_dir}/link"), &long_target)
+            .unwrap();
         let mut h = Header::new_gnu();
         h.set_size(big.len() as u64);
         h.set_mode(0o600);
@@ -1693,7 +1781,10 @@ mod tests {
             let sb = Sandbox::new();
             let st = sb.unpack(&tar, r).unwrap();
             assert_eq!(fs::read(sb.p(&long_file)).unwrap(), b"abc");
-            assert_eq!(fs::read_link(sb.p(&format!("{long_dir}/link"))).unwrap(), Path::new(&long_target));
+            assert_eq!(
+                fs::read_link(sb.p(&format!("{long_dir}/link"))).unwrap(),
+                Path::new(&long_target)
+            );
             assert_eq!(fs::read(sb.p("big")).unwrap(), big);
             assert_eq!(st.bytes, 3 + big.len() as u64);
             sb.assert_contained();
@@ -1754,7 +1845,10 @@ mod tests {
     }
 
     fn two_files() -> Vec<u8> {
-        Raw::default().file("a", &[b'a'; 1000]).file("b", b"0123456789").bytes()
+        Raw::default()
+            .file("a", &[b'a'; 1000])
+            .file("b", b"0123456789")
+            .bytes()
     }
 
     #[test]
@@ -1773,7 +1867,10 @@ mod tests {
         let e = expect_err(&full[..512 + 700], "entry a has 700 of its 1000 bytes");
         assert!(matches!(e, Error::Truncated { .. }));
         // Exactly after a complete entry: only the missing end marker tells.
-        let e = expect_err(&full[..512 + 1024], "after entry a without the end-of-archive");
+        let e = expect_err(
+            &full[..512 + 1024],
+            "after entry a without the end-of-archive",
+        );
         assert!(matches!(e, Error::Truncated { .. }));
         // Inside b's header.
         let e = expect_err(&full[..512 + 1024 + 100], "after entry a");
@@ -1781,7 +1878,10 @@ mod tests {
         // A damaged header fails its checksum.
         let mut bad = full.clone();
         bad[512 + 1024] ^= 0x40;
-        assert!(matches!(expect_err(&bad, "checksum"), Error::Corrupt { .. }));
+        assert!(matches!(
+            expect_err(&bad, "checksum"),
+            Error::Corrupt { .. }
+        ));
         expect_err(&pseudo_random(4096), "");
 
         let sb = Sandbox::new();
@@ -1794,7 +1894,8 @@ mod tests {
         let gz = gz.finish().unwrap();
         for bytes in [&gz[..gz.len() / 2], &gz[..gz.len() - 4]] {
             let sb = Sandbox::new();
-            let rd = decompress_layer(bytes, "application/vnd.oci.image.layer.v1.tar+gzip", WHAT).unwrap();
+            let rd = decompress_layer(bytes, "application/vnd.oci.image.layer.v1.tar+gzip", WHAT)
+                .unwrap();
             let err = unpack_layer_with(rd, &sb.root, WHAT, r).unwrap_err();
             assert!(err.to_string().contains(WHAT), "{err}");
             sb.assert_contained();
@@ -1847,7 +1948,10 @@ mod tests {
             .step_by(512)
             .filter(|&o| base[o] != 0 && base[o + 257..o + 262] == *b"ustar")
             .collect();
-        let mut cases: Vec<Vec<u8>> = (0..base.len()).step_by(173).map(|n| base[..n].to_vec()).collect();
+        let mut cases: Vec<Vec<u8>> = (0..base.len())
+            .step_by(173)
+            .map(|n| base[..n].to_vec())
+            .collect();
         for &o in &headers {
             for ty in *b"0123456LKxgSV\0" {
                 let mut v = base.clone();
@@ -1890,9 +1994,11 @@ mod tests {
         for (name, target) in links {
             std::os::unix::fs::symlink(target, sb.p(name)).unwrap();
         }
-        let root = rustix::fs::open(&sb.root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
+        let root =
+            rustix::fs::open(&sb.root, OFlags::PATH | OFlags::DIRECTORY, Mode::empty()).unwrap();
         let outcome = |r: Resolver, p: &str| -> std::result::Result<u64, Errno> {
-            resolve_dir(r, root.as_fd(), p.as_bytes()).map(|fd| rustix::fs::fstat(&fd).unwrap().st_ino)
+            resolve_dir(r, root.as_fd(), p.as_bytes())
+                .map(|fd| rustix::fs::fstat(&fd).unwrap().st_ino)
         };
         let at = |rel: &str| Ok(ino(&sb.p(rel)));
         let expected: Vec<(String, std::result::Result<u64, Errno>)> = vec![
@@ -1936,18 +2042,40 @@ mod tests {
         let zst = zstd::encode_all(tar.as_slice(), 3).unwrap();
         let read = |bytes: &[u8], mt: &str| -> Vec<u8> {
             let mut out = Vec::new();
-            decompress(bytes, mt).unwrap().read_to_end(&mut out).unwrap();
+            decompress(bytes, mt)
+                .unwrap()
+                .read_to_end(&mut out)
+                .unwrap();
             out
         };
-        assert_eq!(read(&gz, "application/vnd.oci.image.layer.v1.tar+gzip"), tar);
-        assert_eq!(read(&gz, "application/vnd.docker.image.rootfs.diff.tar.gzip"), tar);
-        assert_eq!(read(&gz, "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"), tar);
-        assert_eq!(read(&zst, "application/vnd.oci.image.layer.v1.tar+zstd"), tar);
+        assert_eq!(
+            read(&gz, "application/vnd.oci.image.layer.v1.tar+gzip"),
+            tar
+        );
+        assert_eq!(
+            read(&gz, "application/vnd.docker.image.rootfs.diff.tar.gzip"),
+            tar
+        );
+        assert_eq!(
+            read(
+                &gz,
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+            ),
+            tar
+        );
+        assert_eq!(
+            read(&zst, "application/vnd.oci.image.layer.v1.tar+zstd"),
+            tar
+        );
         assert_eq!(read(&tar, "application/vnd.oci.image.layer.v1.tar"), tar);
         // The media type wins when it speaks...
         assert_eq!(read(&gz, "application/vnd.oci.image.layer.v1.tar"), gz);
         // ...and the bytes decide when it does not.
-        for mt in ["", "application/octet-stream", "application/vnd.example.whatever"] {
+        for mt in [
+            "",
+            "application/octet-stream",
+            "application/vnd.example.whatever",
+        ] {
             assert_eq!(read(&gz, mt), tar);
             assert_eq!(read(&zst, mt), tar);
             assert_eq!(read(&tar, mt), tar);
@@ -1960,7 +2088,9 @@ mod tests {
         assert_eq!(four, [7; 4]);
 
         let unsupported = |bytes: &[u8], mt: &str| {
-            let err = decompress_layer(bytes, mt, WHAT).err().expect("should refuse");
+            let err = decompress_layer(bytes, mt, WHAT)
+                .err()
+                .expect("should refuse");
             assert!(matches!(err, Error::UnsupportedCompression { .. }), "{err}");
             assert!(err.to_string().contains(WHAT), "{err}");
         };

@@ -7,5 +7,7 @@ mod support;
 mod cli;
 mod config;
 mod doctor;
+mod herd;
+mod proxy;
 mod pull;
 mod registry;

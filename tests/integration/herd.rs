@@ -1,0 +1,285 @@
+//! Many pulls at once, killed pulls, a registry that dies, a disk that fills: the cache must
+//! stay trustworthy and the registry must see one download per blob.
+
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use crate::proxy::{self, Faults};
+use crate::support::{json, run, service, stderr, stdout, Env};
+
+/// Copies a fixture into a repository of its own, so the registry's access log can be
+/// counted for this test alone.
+fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
+    let repo = format!(
+        "lpmx/{}-{}-{}",
+        fixture,
+        std::process::id(),
+        env.dir
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .replace('.', "-")
+            .to_lowercase()
+    );
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--insecure-policy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{reg}/lpmx/{fixture}:latest"))
+        .arg(format!("docker://{reg}/{repo}:latest"))
+        .env("HOME", env.path("home"))
+        .output()
+        .expect("skopeo is installed by tests/run.sh");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    repo
+}
+
+/// Successful blob downloads per digest for one repository, from the registry's access log.
+fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let prefix = format!("\"GET /v2/{repo}/blobs/");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(i) = line.find(&prefix) else {
+            continue;
+        };
+        let rest = &line[i + prefix.len()..];
+        let digest = rest.split_whitespace().next().unwrap().to_string();
+        let status = rest
+            .split('"')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        if status == "200" || status == "206" {
+            *counts.entry(digest).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+fn verify_ok(env: &Env) {
+    let out = run(env.cmd().args(["cache", "verify"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cache verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn eight_concurrent_pulls_download_each_blob_once() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "layers3", &env);
+    let image = format!("{reg}/{repo}");
+    let children: Vec<_> = (0..8)
+        .map(|_| {
+            env.cmd()
+                .env("LPMX_INSECURE_REGISTRIES", &reg)
+                .args(["pull", &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "a concurrent pull failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let gets = blob_gets(&repo);
+    assert_eq!(
+        gets.len(),
+        5,
+        "4 layers and a config were fetched: {gets:?}"
+    );
+    for (digest, n) in &gets {
+        assert_eq!(*n, 1, "blob {digest} downloaded {n} times: {gets:?}");
+    }
+    verify_ok(&env);
+}
+
+#[test]
+fn a_killed_pull_leaves_a_cache_the_next_pull_completes() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    // 200 KiB/s: the 1 MiB base layer takes about five seconds, long enough to kill mid-way.
+    let slow = proxy::start(
+        &reg,
+        Faults {
+            rate: Some(200 << 10),
+            ..Faults::default()
+        },
+    );
+    for delay_ms in [150, 700, 2000] {
+        let mut child = env
+            .cmd()
+            .env("LPMX_INSECURE_REGISTRIES", &slow.addr)
+            .args(["pull", &format!("{}/lpmx/layers3", slow.addr)])
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        verify_ok(&env);
+    }
+    let rec = {
+        let out = run(env.cmd().env("LPMX_INSECURE_REGISTRIES", &reg).args([
+            "pull",
+            "--json",
+            &format!("{reg}/lpmx/layers3"),
+        ]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        json(&out)[0].clone()
+    };
+    assert_eq!(rec["layers"].as_array().unwrap().len(), 4);
+    verify_ok(&env);
+    let tmp = env.path("cache/lpmx/tmp-v1");
+    assert_eq!(
+        std::fs::read_dir(&tmp).unwrap().count(),
+        0,
+        "leftovers of the killed pulls were reclaimed"
+    );
+}
+
+#[test]
+fn a_connection_cut_mid_blob_resumes_with_a_range_request() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "one", &env);
+    let flaky = proxy::start(
+        &reg,
+        Faults {
+            cut_after: Some(300_000),
+            cut_connections: 1,
+            ..Faults::default()
+        },
+    );
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &flaky.addr)
+        .args(["pull", &format!("{}/{repo}", flaky.addr)]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let gets = blob_gets(&repo);
+    assert!(
+        gets.values().any(|&n| n == 2),
+        "the cut blob was fetched again (ranged): {gets:?}"
+    );
+    verify_ok(&env);
+}
+
+#[test]
+fn a_registry_that_dies_mid_pull_is_a_clear_error_and_publishes_nothing() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let dying = proxy::start(
+        &reg,
+        Faults {
+            cut_after: Some(300_000),
+            cut_connections: 1,
+            die_after_cut: true,
+            ..Faults::default()
+        },
+    );
+    let image = format!("{}/lpmx/one", dying.addr);
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &dying.addr)
+        .args(["pull", &image]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(err.contains(&dying.addr), "names the registry: {err}");
+    assert_eq!(
+        err.lines().filter(|l| l.contains("error")).count(),
+        1,
+        "{err}"
+    );
+    let layers = env.path("cache/lpmx/layers-v1");
+    assert_eq!(
+        std::fs::read_dir(&layers).unwrap().count(),
+        0,
+        "nothing half-published"
+    );
+    assert_eq!(
+        std::fs::read_dir(env.path("cache/lpmx/tmp-v1"))
+            .unwrap()
+            .count(),
+        0
+    );
+    verify_ok(&env);
+    // The registry is back (the real one, same blobs): the pull completes.
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    verify_ok(&env);
+}
+
+#[test]
+fn a_full_disk_is_a_clear_error_and_the_cache_stays_consistent() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    // A 700 KiB tmpfs in a namespace of our own: the 2 MiB busybox layer cannot fit.
+    let dir = env.path("small");
+    std::fs::create_dir(&dir).unwrap();
+    let bin = crate::support::bin();
+    let script = format!(
+        "mount -t tmpfs -o size=700k tmpfs {d} || exit 99
+         {b} --cache {d}/c pull {reg}/lpmx/one; echo \"pull=$?\"
+         {b} --cache {d}/c cache verify; echo \"verify=$?\"
+         echo \"layers=$(ls {d}/c/layers-v1 | wc -l) tmp=$(ls {d}/c/tmp-v1 | wc -l)\"",
+        d = dir.display(),
+        b = bin.display()
+    );
+    let mut c = Command::new("unshare");
+    c.args(["-U", "-r", "-m", "sh", "-c", &script])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", env.path("home"))
+        .env("LPMX_SITE_CONFIG", env.path("site/config.yaml"))
+        .env("LPMX_INSECURE_REGISTRIES", &reg);
+    let out = run(&mut c);
+    let text = stdout(&out);
+    assert_ne!(
+        out.status.code(),
+        Some(99),
+        "could not mount the small tmpfs"
+    );
+    assert!(text.contains("pull=125"), "{text}");
+    assert!(
+        stderr(&out).contains("No space left on device"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(text.contains("verify=0"), "{text}");
+    assert!(text.contains("layers=0 tmp=0"), "{text}");
+}
