@@ -2,9 +2,9 @@
 //! every layer are in the cache, each under its own lock, each verified against its digest
 //! in the same pass that unpacks it.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::io::Read;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
@@ -98,24 +98,141 @@ impl std::fmt::Display for Platform {
     }
 }
 
+/// Files of a local image source: a directory (OCI layout), or the members of a tar file
+/// (`docker save` output), read in place by offset without unpacking the archive.
+enum Files {
+    Dir(PathBuf),
+    Tar {
+        file: PathBuf,
+        /// Member path -> (data offset, size); symlinked members already resolved.
+        members: HashMap<String, (u64, u64)>,
+    },
+}
+
+impl Files {
+    fn tar(file: &Path) -> std::io::Result<Files> {
+        let f = std::fs::File::open(file)?;
+        let mut archive = tar::Archive::new(f);
+        let mut members = HashMap::new();
+        let mut links = Vec::new();
+        for e in archive.entries_with_seek()? {
+            let e = e?;
+            let path = e
+                .path()?
+                .to_string_lossy()
+                .trim_start_matches("./")
+                .to_string();
+            match e.header().entry_type() {
+                tar::EntryType::Regular | tar::EntryType::Continuous => {
+                    members.insert(path, (e.raw_file_position(), e.size()));
+                }
+                tar::EntryType::Symlink | tar::EntryType::Link => {
+                    if let Some(target) = e.link_name()? {
+                        links.push((
+                            path,
+                            target.to_string_lossy().into_owned(),
+                            e.header().entry_type(),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        // `docker save` links each layer's old-style directory to the layer file.
+        for (path, target, kind) in links {
+            let resolved = if kind == tar::EntryType::Symlink {
+                let base = Path::new(&path).parent().unwrap_or(Path::new(""));
+                normalize(&base.join(&target))
+            } else {
+                target.trim_start_matches("./").to_string()
+            };
+            if let Some(&m) = members.get(&resolved) {
+                members.insert(path, m);
+            }
+        }
+        Ok(Files::Tar {
+            file: file.to_path_buf(),
+            members,
+        })
+    }
+
+    fn has(&self, rel: &str) -> bool {
+        match self {
+            Files::Dir(d) => d.join(rel).is_file(),
+            Files::Tar { members, .. } => members.contains_key(rel),
+        }
+    }
+
+    fn describe(&self, rel: &str) -> PathBuf {
+        match self {
+            Files::Dir(d) => d.join(rel),
+            Files::Tar { file, .. } => PathBuf::from(format!("{}:{rel}", file.display())),
+        }
+    }
+
+    fn open(&self, rel: &str) -> std::io::Result<Box<dyn Read + '_>> {
+        match self {
+            Files::Dir(d) => {
+                let f = std::fs::File::open(d.join(rel))?;
+                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+            }
+            Files::Tar { file, members } => {
+                use std::io::{Seek, SeekFrom};
+                let &(offset, size) = members.get(rel).ok_or_else(|| {
+                    std::io::Error::new(std::io::ErrorKind::NotFound, "no such member")
+                })?;
+                let mut f = std::fs::File::open(file)?;
+                f.seek(SeekFrom::Start(offset))?;
+                Ok(Box::new(
+                    std::io::BufReader::with_capacity(1 << 20, f).take(size),
+                ))
+            }
+        }
+    }
+}
+
+/// `a/b/../c` -> `a/c`, for links inside an archive.
+fn normalize(p: &Path) -> String {
+    let mut out: Vec<String> = Vec::new();
+    for c in p.components() {
+        match c {
+            std::path::Component::ParentDir => {
+                out.pop();
+            }
+            std::path::Component::Normal(n) => out.push(n.to_string_lossy().into_owned()),
+            _ => {}
+        }
+    }
+    out.join("/")
+}
+
 /// Where blobs come from.
 enum Source<'a> {
-    Registry { client: &'a Client, remote: Remote },
-    Layout { dir: PathBuf },
+    Registry {
+        client: &'a Client,
+        remote: Remote,
+    },
+    Local {
+        files: Files,
+        /// Blobs not stored under `blobs/sha256/HEX` (old `docker save` archives).
+        named: HashMap<Digest, String>,
+    },
 }
 
 impl Source<'_> {
     fn open(&self, image: &str, d: &Digest) -> Result<Box<dyn Read + '_>> {
         match self {
             Source::Registry { client, remote } => Ok(Box::new(client.blob(remote, d)?)),
-            Source::Layout { dir } => {
-                let p = dir.join("blobs/sha256").join(d.hex());
-                let f = std::fs::File::open(&p).map_err(|source| Error::Source {
+            Source::Local { files, named } => {
+                let rel = named
+                    .get(d)
+                    .cloned()
+                    .unwrap_or_else(|| format!("blobs/sha256/{}", d.hex()));
+                files.open(&rel).map_err(|source| Error::Source {
                     image: image.into(),
-                    path: p,
+                    path: files.describe(&rel),
                     source,
-                })?;
-                Ok(Box::new(std::io::BufReader::with_capacity(1 << 20, f)))
+                })
             }
         }
     }
@@ -176,18 +293,30 @@ impl Puller<'_> {
         self.cache.reclaim();
         match reference {
             Reference::Remote(remote) => {
-                let client = self.client.ok_or_else(|| Error::Image { image: image.clone(), why: "no registry client".into() })?;
+                let client = self.client.ok_or_else(|| Error::Image {
+                    image: image.clone(),
+                    why: "no registry client".into(),
+                })?;
                 let (bytes, header) = client.manifest(remote, remote.manifest_ref())?;
                 let digest = cache::sha256(&bytes);
                 if let Some(pinned) = &remote.digest {
                     if &digest != pinned {
-                        return Err(cache::Error::DigestMismatch { what: format!("manifest of {image}"), expected: pinned.to_string(), actual: digest.to_string() }.into());
+                        return Err(cache::Error::DigestMismatch {
+                            what: format!("manifest of {image}"),
+                            expected: pinned.to_string(),
+                            actual: digest.to_string(),
+                        }
+                        .into());
                     }
                 }
-                let source = Source::Registry { client, remote: remote.clone() };
-                let (manifest_digest, manifest) = self.select(&image, &source, bytes, digest, &header, |d| {
-                    Ok(client.manifest(remote, d.as_str())?)
-                })?;
+                let source = Source::Registry {
+                    client,
+                    remote: remote.clone(),
+                };
+                let (manifest_digest, manifest) =
+                    self.select(&image, bytes, digest, &header, |d| {
+                        Ok(client.manifest(remote, d.as_str())?)
+                    })?;
                 let rec = self.fetch(&image, &source, &manifest_digest, &manifest)?;
                 if remote.tag.is_some() {
                     self.cache.write_ref(&image, &manifest_digest)?;
@@ -195,49 +324,207 @@ impl Puller<'_> {
                 Ok(rec)
             }
             Reference::OciLayout { dir, tag } => {
-                let index_path = dir.join("index.json");
-                let bytes = std::fs::read(&index_path).map_err(|source| Error::Source { image: image.clone(), path: index_path.clone(), source })?;
-                let index = ImageIndex::from_reader(&bytes[..])
-                    .map_err(|e| Error::Image { image: image.clone(), why: format!("{}: not an OCI image layout index: {e}", index_path.display()) })?;
-                let named: Vec<_> = index
-                    .manifests()
-                    .iter()
-                    .filter(|m| match tag {
-                        Some(t) => m.annotations().as_ref().and_then(|a| a.get("org.opencontainers.image.ref.name")) == Some(t),
-                        None => true,
-                    })
-                    .collect();
-                let entry = match (named.as_slice(), tag) {
-                    ([one], _) => *one,
-                    ([], Some(t)) => return Err(Error::Image { image, why: format!("no image tagged {t:?} in {}", index_path.display()) }),
-                    ([], None) => return Err(Error::Image { image, why: format!("{} lists no images", index_path.display()) }),
-                    (_, _) => return Err(Error::Image { image, why: "the layout holds several images: name one as oci:DIR:TAG".into() }),
-                };
-                let source = Source::Layout { dir: dir.clone() };
-                let d = Digest::parse(entry.digest().as_ref()).map_err(|why| Error::Image { image: image.clone(), why })?;
-                let bytes = source.read_small(&image, &d)?;
-                let actual = cache::sha256(&bytes);
-                if actual != d {
-                    return Err(cache::Error::DigestMismatch { what: format!("manifest of {image}"), expected: d.to_string(), actual: actual.to_string() }.into());
-                }
-                let header = entry.media_type().to_string();
-                let (manifest_digest, manifest) = self.select(&image, &source, bytes, d, &header, |d| {
-                    Ok((source.read_small(&image, d)?, String::new()))
-                })?;
-                self.fetch(&image, &source, &manifest_digest, &manifest)
+                self.pull_layout(&image, Files::Dir(dir.clone()), tag.as_deref())
             }
-            Reference::DockerArchive { .. } => Err(Error::Image {
-                image,
-                why: "docker-archive sources are not supported yet; convert with `skopeo copy docker-archive:FILE oci:DIR:TAG`".into(),
-            }),
+            Reference::DockerArchive { file } => {
+                let files = Files::tar(file).map_err(|source| Error::Source {
+                    image: image.clone(),
+                    path: file.clone(),
+                    source,
+                })?;
+                if files.has("index.json") {
+                    // Docker 25 and later save an OCI layout inside the archive.
+                    return self.pull_layout(&image, files, None);
+                }
+                self.pull_docker_save(&image, files)
+            }
         }
+    }
+
+    /// An OCI image layout: `index.json` names manifests by tag.
+    fn pull_layout(&self, image: &str, files: Files, tag: Option<&str>) -> Result<ImageRecord> {
+        let image = image.to_string();
+        let read = |rel: &str| -> Result<Vec<u8>> {
+            let mut buf = Vec::new();
+            files
+                .open(rel)
+                .and_then(|mut r| r.read_to_end(&mut buf))
+                .map_err(|source| Error::Source {
+                    image: image.clone(),
+                    path: files.describe(rel),
+                    source,
+                })?;
+            Ok(buf)
+        };
+        let index_path = files.describe("index.json");
+        let bytes = read("index.json")?;
+        let index = ImageIndex::from_reader(&bytes[..]).map_err(|e| Error::Image {
+            image: image.clone(),
+            why: format!(
+                "{}: not an OCI image layout index: {e}",
+                index_path.display()
+            ),
+        })?;
+        let named: Vec<_> = index
+            .manifests()
+            .iter()
+            .filter(|m| match tag {
+                Some(t) => {
+                    m.annotations()
+                        .as_ref()
+                        .and_then(|a| a.get("org.opencontainers.image.ref.name"))
+                        .map(String::as_str)
+                        == Some(t)
+                }
+                None => true,
+            })
+            .collect();
+        let entry = match (named.as_slice(), tag) {
+            ([one], _) => *one,
+            ([], Some(t)) => {
+                return Err(Error::Image {
+                    image,
+                    why: format!("no image tagged {t:?} in {}", index_path.display()),
+                })
+            }
+            ([], None) => {
+                return Err(Error::Image {
+                    image,
+                    why: format!("{} lists no images", index_path.display()),
+                })
+            }
+            (_, _) => {
+                return Err(Error::Image {
+                    image,
+                    why: "the layout holds several images: name one as oci:DIR:TAG".into(),
+                })
+            }
+        };
+        let source = Source::Local {
+            files,
+            named: HashMap::new(),
+        };
+        let d = Digest::parse(entry.digest().as_ref()).map_err(|why| Error::Image {
+            image: image.clone(),
+            why,
+        })?;
+        let bytes = source.read_small(&image, &d)?;
+        let actual = cache::sha256(&bytes);
+        if actual != d {
+            return Err(cache::Error::DigestMismatch {
+                what: format!("manifest of {image}"),
+                expected: d.to_string(),
+                actual: actual.to_string(),
+            }
+            .into());
+        }
+        let header = entry.media_type().to_string();
+        let (manifest_digest, manifest) = self.select(&image, bytes, d, &header, |d| {
+            Ok((source.read_small(&image, d)?, String::new()))
+        })?;
+        self.fetch(&image, &source, &manifest_digest, &manifest)
+    }
+
+    /// The classic `docker save` format: `manifest.json` lists a config file and layer tars.
+    /// It has no manifest of its own, so one is made from what it lists: the layers are
+    /// uncompressed there, so each layer's digest is its diff_id, checked while unpacking.
+    fn pull_docker_save(&self, image: &str, files: Files) -> Result<ImageRecord> {
+        let bad = |why: String| Error::Image {
+            image: image.into(),
+            why,
+        };
+        let mut buf = Vec::new();
+        files
+            .open("manifest.json")
+            .and_then(|mut r| r.read_to_end(&mut buf))
+            .map_err(|source| Error::Source {
+                image: image.into(),
+                path: files.describe("manifest.json"),
+                source,
+            })?;
+        let list: serde_json::Value =
+            serde_json::from_slice(&buf).map_err(|e| bad(format!("manifest.json: {e}")))?;
+        let entry = match list.as_array().map(Vec::as_slice) {
+            Some([one]) => one,
+            Some([]) | None => return Err(bad("manifest.json lists no image".into())),
+            Some(_) => {
+                return Err(bad(
+                    "the archive holds several images; save one per file".into()
+                ))
+            }
+        };
+        let config_rel = entry["Config"]
+            .as_str()
+            .ok_or_else(|| bad("manifest.json has no Config".into()))?
+            .to_string();
+        let mut config_bytes = Vec::new();
+        files
+            .open(&config_rel)
+            .and_then(|mut r| r.read_to_end(&mut config_bytes))
+            .map_err(|source| Error::Source {
+                image: image.into(),
+                path: files.describe(&config_rel),
+                source,
+            })?;
+        let config = ImageConfiguration::from_reader(&config_bytes[..])
+            .map_err(|e| bad(format!("{config_rel}: {e}")))?;
+        let layer_rels: Vec<String> = entry["Layers"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|l| l.as_str().map(String::from))
+            .collect();
+        let diff_ids = config.rootfs().diff_ids();
+        if diff_ids.len() != layer_rels.len() {
+            return Err(bad(format!(
+                "manifest.json lists {} layers, the config {}",
+                layer_rels.len(),
+                diff_ids.len()
+            )));
+        }
+        let config_digest = cache::sha256(&config_bytes);
+        let mut named = HashMap::from([(config_digest.clone(), config_rel)]);
+        let mut layers = Vec::new();
+        for (rel, diff) in layer_rels.iter().zip(diff_ids) {
+            let d = Digest::parse(diff).map_err(bad)?;
+            let size = match &files {
+                Files::Tar { members, .. } => members.get(rel).map(|m| m.1),
+                Files::Dir(dir) => std::fs::metadata(dir.join(rel)).ok().map(|m| m.len()),
+            }
+            .ok_or_else(|| {
+                bad(format!(
+                    "layer {rel} listed in manifest.json is not in the archive"
+                ))
+            })?;
+            named.insert(d.clone(), rel.clone());
+            layers.push(serde_json::json!({
+                "mediaType": "application/vnd.docker.image.rootfs.diff.tar",
+                "digest": d.as_str(), "size": size,
+            }));
+        }
+        let manifest_json = serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "config": {
+                "mediaType": "application/vnd.oci.image.config.v1+json",
+                "digest": config_digest.as_str(), "size": config_bytes.len(),
+            },
+            "layers": layers,
+        });
+        let bytes = serde_json::to_vec(&manifest_json).expect("serializes");
+        let digest = cache::sha256(&bytes);
+        let manifest = ImageManifest::from_reader(&bytes[..])
+            .map_err(|e| bad(format!("made-up manifest: {e}")))?;
+        self.cache
+            .put_blob(&digest, &bytes, &format!("manifest of {image}"))?;
+        let source = Source::Local { files, named };
+        self.fetch(image, &source, &digest, &manifest)
     }
 
     /// Follows an index to this platform's manifest, checking each step's digest.
     fn select(
         &self,
         image: &str,
-        _source: &Source,
         bytes: Vec<u8>,
         digest: Digest,
         header: &str,

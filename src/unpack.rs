@@ -24,7 +24,10 @@
 //! - Entry types tar does not define for files (GNU volume labels, multi-volume parts, vendor
 //!   letters) and AUFS metadata (`.wh..wh.*`) are skipped and counted in `skipped_other`.
 //! - Whiteouts are reported, not applied: they delete files of *lower* layers, which are not
-//!   here.
+//!   here. They are reported as strings, so a whiteout whose name is not UTF-8 is an error
+//!   rather than a lossy name that would delete the wrong file.
+//! - An archive without its end-of-archive marker is treated as truncated, though Go's tar
+//!   reader (Docker, containerd) accepts one: a stream cut at a block boundary looks the same.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;

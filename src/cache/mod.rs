@@ -474,6 +474,14 @@ fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
 
 /// Removes a tree that may contain read-only directories (image layers often do).
 pub fn remove_tree(p: &Path) {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if !m.is_dir() => {
+            let _ = std::fs::remove_file(p);
+            return;
+        }
+        Err(_) => return,
+        Ok(_) => {}
+    }
     if std::fs::remove_dir_all(p).is_ok() {
         return;
     }
@@ -675,9 +683,11 @@ mod tests {
         let (d, c) = cache();
         let host = crate::host::hostname();
         let dead = d.path().join(TMP).join(format!("{host}.999999999.0"));
+        let dead_file = d.path().join(TMP).join(format!("{host}.999999999.1"));
         let mine = c.work_dir().unwrap();
         std::fs::create_dir(&dead).unwrap();
-        assert_eq!(c.reclaim(), 1);
-        assert!(!dead.exists() && mine.path().exists());
+        std::fs::write(&dead_file, "half a record").unwrap();
+        assert_eq!(c.reclaim(), 2);
+        assert!(!dead.exists() && !dead_file.exists() && mine.path().exists());
     }
 }

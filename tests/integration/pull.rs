@@ -349,3 +349,48 @@ fn bad_reference_is_a_clear_error() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("lowercase"), "{}", stderr(&out));
 }
+
+#[test]
+fn pulls_a_docker_save_archive() {
+    let env = Env::new();
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let Some((reg, c)) = http(&env) else { return };
+    let archive = Path::new(&fixtures).join("one.docker.tar");
+    let from_archive = pull_ok(
+        env.cmd(),
+        &format!("docker-archive:{}", archive.display()),
+        &[],
+    );
+    let from_registry = pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+    assert_eq!(
+        from_archive["layers"][0]["diff_id"],
+        from_registry["layers"][0]["diff_id"]
+    );
+    assert_eq!(
+        from_archive["config"], from_registry["config"],
+        "the same image config"
+    );
+    assert!(
+        layer_root(&env, from_archive["layers"][0]["digest"].as_str().unwrap())
+            .join("bin/busybox")
+            .is_file()
+    );
+    // A truncated archive is refused without publishing anything.
+    let env2 = Env::new();
+    let bytes = std::fs::read(&archive).unwrap();
+    let cut = env2.path("cut.tar");
+    std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
+    let out = run(env2
+        .cmd()
+        .args(["pull", &format!("docker-archive:{}", cut.display())]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(stderr(&out).contains("cut.tar"), "{}", stderr(&out));
+    assert_eq!(
+        std::fs::read_dir(env2.path("cache/lpmx/layers-v1"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
