@@ -102,6 +102,7 @@ fn open_cache(config: &Config) -> anyhow::Result<Cache> {
         dir,
         std::time::Duration::from_secs(s.cache.lock_timeout),
         s.cache.readonly.clone(),
+        s.cache.lock_mode.forced(),
     )
     .with_context(|| format!("opening the cache {}", dir.display()))
 }
@@ -275,14 +276,19 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     if json {
                         let v = serde_json::json!({
                             "path": cache.root(), "filesystem": fs.name, "class": fs.class,
-                            "lock_mode": lock.mode.as_str(), "usage": usage,
+                            "lock_mode": cache.lock_mode().as_str(), "lock_probe": lock.mode.as_str(), "usage": usage,
                             "free_bytes": fs.free_bytes,
                         });
                         println!("{}", serde_json::to_string_pretty(&v)?);
                     } else {
                         println!("path         {}", cache.root().display());
                         println!("filesystem   {} ({:?})", fs.name, fs.class);
-                        println!("lock mode    {}", lock.mode.as_str());
+                        println!(
+                            "lock mode    {} (this host's probe: flock {}; fcntl OFD {})",
+                            cache.lock_mode().as_str(),
+                            lpmx_job::lock::describe(lock.flock),
+                            lpmx_job::lock::describe(lock.fcntl_ofd)
+                        );
                         println!(
                             "images       {} ({})",
                             usage.image_count,

@@ -82,6 +82,28 @@ pub enum Progress {
     None,
 }
 
+/// Which kind of lock the cache uses; `auto` probes once and records the answer in the cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockModeSetting {
+    #[default]
+    Auto,
+    Flock,
+    FcntlOfd,
+    Lockdir,
+}
+
+impl LockModeSetting {
+    pub fn forced(self) -> Option<crate::lock::Mode> {
+        match self {
+            LockModeSetting::Auto => None,
+            LockModeSetting::Flock => Some(crate::lock::Mode::Flock),
+            LockModeSetting::FcntlOfd => Some(crate::lock::Mode::FcntlOfd),
+            LockModeSetting::Lockdir => Some(crate::lock::Mode::LockDir),
+        }
+    }
+}
+
 /// What a config file may contain. Every field is optional: a file sets only what it names.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -113,6 +135,7 @@ pub struct CacheFile {
     pub group: Option<String>,
     pub readonly: Option<Vec<String>>,
     pub lock_timeout: Option<u64>,
+    pub lock_mode: Option<LockModeSetting>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -138,6 +161,7 @@ pub struct CacheSettings {
     pub readonly: Vec<PathBuf>,
     /// Seconds a process waits for another's lock before giving up.
     pub lock_timeout: u64,
+    pub lock_mode: LockModeSetting,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -172,6 +196,7 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("LPMX_CACHE_GROUP", "cache.group", EnvKind::Text),
     ("LPMX_READONLY_CACHES", "cache.readonly", EnvKind::List(':')),
     ("LPMX_LOCK_TIMEOUT", "cache.lock_timeout", EnvKind::Seconds),
+    ("LPMX_LOCK_MODE", "cache.lock_mode", EnvKind::Text),
     (
         "LPMX_INSECURE_REGISTRIES",
         "registry.insecure",
@@ -354,6 +379,7 @@ fn defaults(inputs: &Inputs) -> Settings {
             group: None,
             readonly: Vec::new(),
             lock_timeout: 3600,
+            lock_mode: LockModeSetting::Auto,
         },
         registry: RegistrySettings {
             insecure: Vec::new(),

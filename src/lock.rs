@@ -211,3 +211,267 @@ mod tests {
         assert!(e.to_string().contains("/nonexistent/lpmx"), "{e}");
     }
 }
+
+/// How long a lock directory's holder may go without a heartbeat before waiters take it as
+/// dead (the holder refreshes every `HEARTBEAT`).
+pub const STALE_AFTER: Duration = Duration::from_secs(60);
+pub const HEARTBEAT: Duration = Duration::from_secs(10);
+
+/// A lock held in one of the modes; released on drop.
+pub struct Held {
+    kind: HeldKind,
+}
+
+enum HeldKind {
+    /// flock or OFD lock: closing the file releases it.
+    File(File),
+    Dir {
+        dir: PathBuf,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+        beat: Option<std::thread::JoinHandle<()>>,
+    },
+}
+
+fn owner_note() -> String {
+    format!(
+        "host {} pid {} since {}\n",
+        crate::host::hostname(),
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0)
+    )
+}
+
+/// Tries once to take the lock named by `base` (a path without extension) in `mode`.
+/// `Ok(None)` means someone else holds it.
+pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
+    match mode {
+        Mode::Flock | Mode::FcntlOfd => {
+            let path = base.with_extension("lock");
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&path)?;
+            let got = if mode == Mode::Flock {
+                try_flock(&file)?
+            } else {
+                try_ofd(&file)?
+            };
+            if !got {
+                return Ok(None);
+            }
+            // Say who holds it, for the waiters' messages; the lock itself is the kernel's.
+            use std::io::Write;
+            let _ = file
+                .set_len(0)
+                .and_then(|_| (&file).write_all(owner_note().as_bytes()));
+            Ok(Some(Held {
+                kind: HeldKind::File(file),
+            }))
+        }
+        Mode::LockDir => {
+            let dir = base.with_extension("lockdir");
+            match std::fs::create_dir(&dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    if lockdir_is_stale(&dir) {
+                        break_lockdir(&dir);
+                    }
+                    return Ok(None);
+                }
+                Err(e) => return Err(e),
+            }
+            std::fs::write(dir.join("owner"), owner_note())?;
+            let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (s, owner) = (stop.clone(), dir.join("owner"));
+            // The heartbeat is the owner file's mtime: waiters on any node can read it.
+            let beat = std::thread::spawn(move || {
+                let mut last = std::time::Instant::now();
+                while !s.load(std::sync::atomic::Ordering::SeqCst) {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if last.elapsed() >= HEARTBEAT {
+                        if let Ok(f) = File::options().write(true).open(&owner) {
+                            let _ = f.set_modified(std::time::SystemTime::now());
+                        }
+                        last = std::time::Instant::now();
+                    }
+                }
+            });
+            Ok(Some(Held {
+                kind: HeldKind::Dir {
+                    dir,
+                    stop,
+                    beat: Some(beat),
+                },
+            }))
+        }
+    }
+}
+
+/// A lock directory is stale when its holder is a dead process of this host, or when its
+/// heartbeat stopped (a holder on another node that died or lost the filesystem).
+fn lockdir_is_stale(dir: &Path) -> bool {
+    let owner = dir.join("owner");
+    let Ok(meta) = std::fs::metadata(&owner) else {
+        // Created but not yet claimed: give the creator a moment before calling it dead.
+        return std::fs::metadata(dir)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
+    };
+    let text = std::fs::read_to_string(&owner).unwrap_or_default();
+    let mut words = text.split_whitespace();
+    let (host, pid) = (
+        words.nth(1),
+        words.nth(1).and_then(|p| p.parse::<i32>().ok()),
+    );
+    if let (Some(h), Some(pid)) = (host, pid) {
+        // SAFETY: signal 0 only checks existence.
+        if h == crate::host::hostname()
+            && unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+        {
+            return true;
+        }
+    }
+    meta.modified()
+        .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER)
+}
+
+/// Takes a dead holder's directory away with one rename, so that of several waiters breaking
+/// it at once exactly one succeeds and none removes a lock retaken in between.
+fn break_lockdir(dir: &Path) {
+    let tomb = dir.with_extension(format!(
+        "broken.{}.{}",
+        crate::host::hostname(),
+        std::process::id()
+    ));
+    if std::fs::rename(dir, &tomb).is_ok() {
+        let _ = std::fs::remove_dir_all(&tomb);
+    }
+}
+
+/// Who holds the lock named by `base`, as its holder wrote it.
+pub fn holder(mode: Mode, base: &Path) -> String {
+    let p = match mode {
+        Mode::LockDir => base.with_extension("lockdir").join("owner"),
+        _ => base.with_extension("lock"),
+    };
+    std::fs::read_to_string(p)
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "another process".into())
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        match &mut self.kind {
+            HeldKind::File(f) => {
+                let _ = f.set_len(0);
+                // Closing releases flock and OFD locks alike.
+            }
+            HeldKind::Dir { dir, stop, beat } => {
+                stop.store(true, std::sync::atomic::Ordering::SeqCst);
+                if let Some(b) = beat.take() {
+                    let _ = b.join();
+                }
+                let _ = std::fs::remove_file(dir.join("owner"));
+                let _ = std::fs::remove_dir(&*dir);
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for Mode {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Mode, String> {
+        match s {
+            "flock" => Ok(Mode::Flock),
+            "fcntl-ofd" => Ok(Mode::FcntlOfd),
+            "lockdir" => Ok(Mode::LockDir),
+            _ => Err(format!(
+                "unknown lock mode {s:?}: flock, fcntl-ofd or lockdir"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod mode_tests {
+    use super::*;
+
+    fn contender(mode: Mode, base: &Path) -> Outcome {
+        probe::in_child(Duration::from_secs(10), |_| match try_acquire(mode, base) {
+            Ok(Some(_)) => 0,
+            Ok(None) => 1,
+            Err(_) => 2,
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn every_mode_excludes_another_process_and_releases_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [Mode::Flock, Mode::FcntlOfd, Mode::LockDir] {
+            let base = dir.path().join(format!("x-{}", mode.as_str()));
+            let held = try_acquire(mode, &base).unwrap().expect("free lock");
+            assert_eq!(
+                contender(mode, &base),
+                Outcome::Exited(1, String::new()),
+                "{mode:?} excludes"
+            );
+            assert!(
+                holder(mode, &base).contains(&format!("pid {}", std::process::id())),
+                "{mode:?}"
+            );
+            drop(held);
+            assert_eq!(
+                contender(mode, &base),
+                Outcome::Exited(0, String::new()),
+                "{mode:?} released"
+            );
+        }
+    }
+
+    #[test]
+    fn a_dead_holders_lockdir_is_taken_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("d");
+        // A holder that dies without releasing (as under SIGKILL).
+        let out = probe::in_child(Duration::from_secs(10), |_| {
+            let h = try_acquire(Mode::LockDir, &base).unwrap().unwrap();
+            std::mem::forget(h);
+            // SAFETY: leave at once, as a killed process would.
+            unsafe { libc::_exit(0) }
+        })
+        .unwrap();
+        assert_eq!(out, Outcome::Exited(0, String::new()));
+        assert!(base.with_extension("lockdir").is_dir(), "left behind");
+        // The first try notices the dead holder and breaks the lock; the next one takes it.
+        assert!(try_acquire(Mode::LockDir, &base).unwrap().is_none());
+        assert!(try_acquire(Mode::LockDir, &base).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_live_holder_with_a_fresh_heartbeat_is_not_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        let base = dir.path().join("d");
+        let _h = try_acquire(Mode::LockDir, &base).unwrap().unwrap();
+        assert!(!lockdir_is_stale(&base.with_extension("lockdir")));
+        // A holder on another node whose heartbeat stopped long ago is stale.
+        let owner = base.with_extension("lockdir").join("owner");
+        std::fs::write(&owner, "host elsewhere pid 1 since 0\n").unwrap();
+        let old = std::time::SystemTime::now() - STALE_AFTER - Duration::from_secs(5);
+        File::options()
+            .write(true)
+            .open(&owner)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(lockdir_is_stale(&base.with_extension("lockdir")));
+    }
+}

@@ -11,7 +11,7 @@
 //! Entries are immutable once published; a directory or file exists under its final name only
 //! when complete. The `-v1` suffixes let a later format live beside this one.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
+use crate::lock;
 use crate::reference::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -152,6 +153,7 @@ pub fn tree_summary(root: &Path) -> Result<TreeSummary> {
 pub struct Cache {
     root: PathBuf,
     lock_timeout: Duration,
+    lock_mode: lock::Mode,
     /// Searched for layers before `root`; never written.
     readonly: Vec<PathBuf>,
 }
@@ -159,7 +161,16 @@ pub struct Cache {
 static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
 
 impl Cache {
-    pub fn open(root: &Path, lock_timeout: Duration, readonly: Vec<PathBuf>) -> Result<Cache> {
+    /// Opens (creating) a cache. The lock mode is `forced` when configured; otherwise the
+    /// one recorded in the cache, or else probed here and recorded, so that every node of a
+    /// shared cache uses the same kind of lock: a lock directory and a flock do not exclude
+    /// each other.
+    pub fn open(
+        root: &Path,
+        lock_timeout: Duration,
+        readonly: Vec<PathBuf>,
+        forced: Option<lock::Mode>,
+    ) -> Result<Cache> {
         for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::Io {
@@ -167,11 +178,53 @@ impl Cache {
                 source: e,
             })?;
         }
-        Ok(Cache {
+        let mut cache = Cache {
             root: root.to_path_buf(),
             lock_timeout,
+            lock_mode: lock::Mode::Flock,
             readonly,
-        })
+        };
+        cache.lock_mode = match forced {
+            Some(m) => m,
+            None => cache.recorded_lock_mode()?,
+        };
+        Ok(cache)
+    }
+
+    fn recorded_lock_mode(&self) -> Result<lock::Mode> {
+        let record = self.root.join(LOCKS).join("MODE");
+        if let Ok(text) = std::fs::read_to_string(&record) {
+            if let Some(m) = text.split_whitespace().next().and_then(|w| w.parse().ok()) {
+                return Ok(m);
+            }
+        }
+        let probe =
+            lock::probe(&self.root.join(TMP), Duration::from_secs(10)).map_err(|e| Error::Io {
+                path: self.root.join(TMP),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+        let note = format!(
+            "{} probed by host {} pid {} at {} (flock: {}; fcntl OFD: {})\n",
+            probe.mode.as_str(),
+            crate::host::hostname(),
+            std::process::id(),
+            now(),
+            lock::describe(probe.flock),
+            lock::describe(probe.fcntl_ofd)
+        );
+        // First writer wins: a hard link fails if another process recorded a mode already.
+        let tmp = self.root.join(TMP).join(tmp_name());
+        std::fs::write(&tmp, note).map_err(io(&tmp))?;
+        let linked = std::fs::hard_link(&tmp, &record);
+        let _ = std::fs::remove_file(&tmp);
+        match linked {
+            Ok(()) => Ok(probe.mode),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => self.recorded_lock_mode(),
+            Err(e) => Err(Error::Io {
+                path: record,
+                source: e,
+            }),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -286,52 +339,49 @@ impl Cache {
     /// Takes the lock for one digest, waiting for another holder as long as the configured
     /// timeout allows. `waiting` is told once, after a second, who holds it.
     pub fn lock(&self, d: &Digest, what: &str, waiting: &dyn Fn(&str)) -> Result<LockGuard> {
-        let path = self.root.join(LOCKS).join(format!("{}.lock", d.hex()));
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io(&path))?;
+        let base = self.root.join(LOCKS).join(d.hex());
         let start = Instant::now();
         let mut told = false;
         loop {
-            match file.try_lock() {
-                Ok(()) => break,
-                Err(std::fs::TryLockError::WouldBlock) => {}
-                Err(std::fs::TryLockError::Error(e)) => return Err(Error::Io { path, source: e }),
+            match lock::try_acquire(self.lock_mode, &base) {
+                Ok(Some(held)) => {
+                    return Ok(LockGuard {
+                        _held: held,
+                        path: base,
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(Error::Io {
+                        path: base,
+                        source: e,
+                    })
+                }
             }
             let waited = start.elapsed();
             if !told && waited >= Duration::from_secs(1) {
                 told = true;
                 waiting(&format!(
-                    "waiting for {what}: locked by {} ({})",
-                    holder(&path),
-                    path.display()
+                    "waiting for {what}: locked by {} ({}, {} mode)",
+                    lock::holder(self.lock_mode, &base),
+                    base.display(),
+                    self.lock_mode.as_str()
                 ));
             }
             if waited >= self.lock_timeout {
                 return Err(Error::LockTimeout {
                     what: what.into(),
-                    path: path.clone(),
-                    holder: holder(&path),
+                    holder: lock::holder(self.lock_mode, &base),
+                    path: base,
                     waited,
                 });
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Say who holds it, for the waiters' messages; the lock itself is the flock.
-        let note = format!(
-            "host {} pid {} since {}\n",
-            crate::host::hostname(),
-            std::process::id(),
-            now()
-        );
-        let _ = file
-            .set_len(0)
-            .and_then(|_| (&file).write_all(note.as_bytes()));
-        Ok(LockGuard { file, path })
+    }
+
+    pub fn lock_mode(&self) -> lock::Mode {
+        self.lock_mode
     }
 
     pub fn ref_path(&self, name: &str) -> PathBuf {
@@ -448,14 +498,6 @@ fn tmp_name() -> String {
     )
 }
 
-fn holder(lock: &Path) -> String {
-    std::fs::read_to_string(lock)
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "another process".into())
-}
-
 fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
     match std::fs::read(p) {
         Ok(b) => serde_json::from_slice(&b)
@@ -529,20 +571,14 @@ impl Drop for WorkDir {
 }
 
 pub struct LockGuard {
-    file: File,
+    _held: lock::Held,
     path: PathBuf,
 }
 
 impl LockGuard {
+    /// The lock's name, without the mode's extension.
     pub fn path(&self) -> &Path {
         &self.path
-    }
-}
-
-impl Drop for LockGuard {
-    fn drop(&mut self) {
-        let _ = self.file.set_len(0);
-        let _ = self.file.unlock();
     }
 }
 
@@ -591,7 +627,7 @@ mod tests {
 
     fn cache() -> (tempfile::TempDir, Cache) {
         let d = tempfile::tempdir().unwrap();
-        let c = Cache::open(d.path(), Duration::from_secs(2), vec![]).unwrap();
+        let c = Cache::open(d.path(), Duration::from_secs(2), vec![], None).unwrap();
         (d, c)
     }
 
@@ -652,7 +688,10 @@ mod tests {
         );
         drop(g);
         let g2 = c.lock(&dg, "layer x", &|_| {}).unwrap();
-        assert!(g2.path().ends_with(format!("{}.lock", dg.hex())));
+        assert!(g2.path().ends_with(dg.hex()));
+        assert_eq!(c.lock_mode(), lock::Mode::Flock, "probed on a local disk");
+        let recorded = std::fs::read_to_string(c.root().join(LOCKS).join("MODE")).unwrap();
+        assert!(recorded.starts_with("flock probed by host"), "{recorded}");
     }
 
     #[test]

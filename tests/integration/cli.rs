@@ -100,3 +100,31 @@ fn man_into_an_unwritable_place_names_it() {
     assert_eq!(out.status.code(), Some(125));
     assert!(stderr(&out).contains("/proc/lpmx-man"), "{}", stderr(&out));
 }
+
+/// The completion scripts shipped in contrib/ are what the binary generates now. They are
+/// compiled in, since the test user may not be able to read the source tree.
+#[test]
+fn shipped_completions_are_current() {
+    let env = Env::new();
+    let shipped = [
+        (
+            "bash",
+            include_str!("../../contrib/completions/lpmx-job.bash"),
+        ),
+        (
+            "zsh",
+            include_str!("../../contrib/completions/lpmx-job.zsh"),
+        ),
+        (
+            "fish",
+            include_str!("../../contrib/completions/lpmx-job.fish"),
+        ),
+    ];
+    for (shell, text) in shipped {
+        let out = run(env.cmd().args(["completions", shell]));
+        assert!(
+            stdout(&out) == text,
+            "contrib/completions/lpmx-job.{shell} is stale: run `lpmx-job completions {shell} > contrib/completions/lpmx-job.{shell}`"
+        );
+    }
+}

@@ -283,3 +283,45 @@ fn a_full_disk_is_a_clear_error_and_the_cache_stays_consistent() {
     assert!(text.contains("verify=0"), "{text}");
     assert!(text.contains("layers=0 tmp=0"), "{text}");
 }
+
+#[test]
+fn lock_directories_also_give_one_download_per_blob() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "layers3", &env);
+    let image = format!("{reg}/{repo}");
+    let children: Vec<_> = (0..6)
+        .map(|_| {
+            env.cmd()
+                .env("LPMX_INSECURE_REGISTRIES", &reg)
+                .env("LPMX_LOCK_MODE", "lockdir")
+                .args(["pull", &image])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for c in children {
+        let out = c.wait_with_output().unwrap();
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let gets = blob_gets(&repo);
+    assert_eq!(gets.len(), 5, "{gets:?}");
+    assert!(gets.values().all(|&n| n == 1), "each blob once: {gets:?}");
+    let locks = env.path("cache/lpmx/locks-v1");
+    let left: Vec<_> = std::fs::read_dir(&locks)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().is_dir())
+        .collect();
+    assert!(left.is_empty(), "lock directories released: {left:?}");
+    verify_ok(&env);
+}

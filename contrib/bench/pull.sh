@@ -1,0 +1,420 @@
+#!/usr/bin/env bash
+# Cold-pull benchmark: lpmx-job against Charliecloud, skopeo+umoci and rootless podman.
+#
+# Run as root:   bash contrib/bench/pull.sh          (ROUNDS=N to change the round count)
+# See contrib/bench/README.md for what is measured and how to read the table.
+#
+# Environment:
+#   ROUNDS=3             rounds; every tool pulls once per round into an empty store
+#   LPMX_BIN=PATH        lpmx-job binary (default /tmp/bench-target/release/lpmx-job,
+#                        built with CARGO_TARGET_DIR=/tmp/bench-target cargo build --release)
+#   BENCH_CACHE=DIR      where the built image is kept between runs (/var/tmp/lpmx-bench)
+#   BENCH_USER=NAME      the ordinary user every measured command runs as (lpmxbench)
+#   RESULTS=FILE         markdown output (contrib/bench/results-pull.md)
+#   TOOLS="lpmx charliecloud skopeo-umoci podman"   subset / order of tools
+#   DIAG=0               skip the decompression / extraction diagnostics
+set -euo pipefail
+umask 022
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+REPO=$(cd "$HERE/../.." && pwd)
+ROUNDS=${ROUNDS:-3}
+BENCH_CACHE=${BENCH_CACHE:-/var/tmp/lpmx-bench}
+BENCH_USER=${BENCH_USER:-lpmxbench}
+LPMX_BIN=${LPMX_BIN:-/tmp/bench-target/release/lpmx-job}
+RESULTS=${RESULTS:-$HERE/results-pull.md}
+TOOLS=${TOOLS:-lpmx charliecloud skopeo-umoci podman}
+DIAG=${DIAG:-1}
+# Only the system's own tools: no pyenv python, no /usr/local git (which would switch
+# ch-image's build cache on and make its pull depend on this machine's extras).
+SYS_PATH=/usr/sbin:/usr/bin:/sbin:/bin
+export PATH=$SYS_PATH
+
+log() { printf '[bench %(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[ "$(id -u)" = 0 ] || die "run as root (it installs packages, creates $BENCH_USER and runs tools as that user)"
+[[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
+[ -x "$LPMX_BIN" ] || die "no lpmx-job at $LPMX_BIN; build it: CARGO_TARGET_DIR=/tmp/bench-target cargo build --release --manifest-path $REPO/Cargo.toml"
+
+# ---------------------------------------------------------------- 1. packages, user
+need_pkgs=()
+for pc in docker-registry:docker-registry skopeo:skopeo umoci:umoci ch-image:charliecloud \
+    podman:podman newuidmap:uidmap mmdebstrap:mmdebstrap openssl:openssl \
+    python3:python3 jq:jq curl:curl; do
+    command -v "${pc%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pc#*:}")
+done
+[ -x /usr/bin/time ] || need_pkgs+=(time)
+[ -x /usr/bin/python3 ] || need_pkgs+=(python3)
+# ch-image imports these; the charliecloud package pulls them in, but check anyway.
+/usr/bin/python3 -c 'import lark, requests' 2>/dev/null || need_pkgs+=(python3-lark python3-requests)
+if [ "${#need_pkgs[@]}" -gt 0 ]; then
+    log "installing: ${need_pkgs[*]}"
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
+fi
+if ! command -v hyperfine >/dev/null 2>&1; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null 2>&1 || true
+fi
+
+if ! id "$BENCH_USER" >/dev/null 2>&1; then
+    log "creating user $BENCH_USER"
+    useradd -m -s /bin/bash "$BENCH_USER"
+fi
+BENCH_HOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
+# Rootless podman needs a subordinate id range; useradd adds one only if the files exist.
+add_subids() {  # FILE
+    local f=$1 start
+    touch "$f"
+    grep -q "^$BENCH_USER:" "$f" && return 0
+    start=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' "$f")
+    echo "$BENCH_USER:$start:65536" >>"$f"
+}
+add_subids /etc/subuid
+add_subids /etc/subgid
+
+# ---------------------------------------------------------------- work dir, cleanup
+WORK=$(mktemp -d /var/tmp/lpmx-bench-run.XXXXXX)
+chmod 755 "$WORK"
+REG_PID=
+PAUSE_PIDFILE=$WORK/xdg-run/libpod/tmp/pause.pid
+cleanup() {
+    local rc=$?
+    set +e
+    if [ -n "$REG_PID" ]; then
+        kill -TERM "$REG_PID" 2>/dev/null
+        wait "$REG_PID" 2>/dev/null
+    fi
+    # Rootless podman leaves a pause process holding its user namespace; end that one only.
+    if [ -f "$PAUSE_PIDFILE" ]; then
+        kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+U=$WORK/u               # everything the bench user writes lives under here
+mkdir -p "$U" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
+chown "$BENCH_USER:" "$U" "$WORK/xdg-run"
+chmod 700 "$WORK/xdg-run"
+install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
+
+# Run as the bench user with a clean environment. Extra VAR=value pairs go before the command.
+as_user() {
+    runuser -u "$BENCH_USER" -- env -i \
+        HOME="$BENCH_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER" \
+        PATH="$WORK/bin:$SYS_PATH" LANG=C.UTF-8 \
+        XDG_RUNTIME_DIR="$WORK/xdg-run" TMPDIR="$U/tmp" "$@"
+}
+
+# ---------------------------------------------------------------- 2. the image
+IMG=$BENCH_CACHE/oci        # OCI layout, tag "mpi"
+META=$BENCH_CACHE/meta.env
+build_image() {
+    local b=$BENCH_CACHE/build
+    rm -rf "$b" "$IMG" "$META"
+    mkdir -p "$b/rootfs"
+    log "mmdebstrap: bookworm minbase + openmpi-bin libopenmpi3 python3"
+    local t0=$SECONDS
+    mmdebstrap --quiet --variant=minbase --include=openmpi-bin,libopenmpi3,python3 \
+        bookworm "$b/rootfs.tar" >"$b/mmdebstrap.log" 2>&1 ||
+        { tail -20 "$b/mmdebstrap.log" >&2; die "mmdebstrap failed"; }
+    log "mmdebstrap took $((SECONDS - t0)) s; splitting into 3 layers"
+    tar -C "$b/rootfs" --numeric-owner -xpf "$b/rootfs.tar"
+    # Device nodes are not what registry images carry (and rootless unpackers cannot make them).
+    find "$b/rootfs/dev" -mindepth 1 -delete
+    local common=(--numeric-owner --sort=name --format=pax "--pax-option=delete=atime,delete=ctime")
+    tar -C "$b/rootfs" "${common[@]}" --anchored --exclude=./usr/lib --exclude=./usr/share \
+        -cf "$b/layer1.tar" .
+    tar -C "$b/rootfs" "${common[@]}" -cf "$b/layer2.tar" ./usr/lib
+    tar -C "$b/rootfs" "${common[@]}" -cf "$b/layer3.tar" ./usr/share
+    umoci init --layout "$IMG"
+    umoci new --image "$IMG:mpi"
+    local i
+    for i in 1 2 3; do
+        umoci raw add-layer --image "$IMG:mpi" --history.created_by "bench layer $i" "$b/layer$i.tar"
+    done
+    umoci config --image "$IMG:mpi" --config.cmd /bin/bash \
+        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+    umoci gc --layout "$IMG"
+    {
+        echo "IMG_FILES=$(find "$b/rootfs" | wc -l)"
+        echo "IMG_UNCOMPRESSED=$(( $(stat -c %s "$b/layer1.tar") + $(stat -c %s "$b/layer2.tar") + $(stat -c %s "$b/layer3.tar") ))"
+        echo "IMG_BUILT=$(date -u +%FT%TZ)"
+    } >"$META"
+    rm -rf "$b"
+}
+if [ -f "$META" ] && [ -f "$IMG/index.json" ]; then
+    log "reusing the image in $IMG"
+else
+    build_image
+fi
+# shellcheck disable=SC1090  # sets IMG_FILES IMG_UNCOMPRESSED IMG_BUILT
+. "$META"
+manifest_blob() {
+    local d
+    d=$(jq -r '.manifests[] | select(.annotations["org.opencontainers.image.ref.name"]=="mpi") | .digest' "$IMG/index.json")
+    echo "$IMG/blobs/sha256/${d#sha256:}"
+}
+MANIFEST=$(manifest_blob)
+IMG_COMPRESSED=$(jq '[.layers[].size] | add' "$MANIFEST")
+IMG_LAYERS=$(jq -r '[.layers[].size | tostring] | join(" ")' "$MANIFEST")
+LARGEST_LAYER=$(jq -r '.layers | max_by(.size) | .digest' "$MANIFEST")
+LARGEST_LAYER_BLOB=$IMG/blobs/sha256/${LARGEST_LAYER#sha256:}
+mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}'; }
+# shellcheck disable=SC2153
+log "image: 3 layers, $(mib "$IMG_COMPRESSED") MiB compressed ($IMG_LAYERS bytes), $(mib "$IMG_UNCOMPRESSED") MiB as tar, $IMG_FILES paths"
+
+# ---------------------------------------------------------------- 3. registry (TLS)
+CERTS=$WORK/certs
+mkdir -p "$CERTS/ca.d"
+q() { "$@" >/dev/null 2>&1 || die "failed: $*"; }
+# A CA and a leaf signed by it (rustls refuses a self-signed CA used as the server cert).
+q openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" \
+    -subj "/CN=lpmx bench CA" -addext basicConstraints=critical,CA:TRUE \
+    -addext keyUsage=critical,keyCertSign,cRLSign
+q openssl req -newkey rsa:2048 -nodes -keyout "$CERTS/server.key" -out "$CERTS/server.csr" -subj "/CN=127.0.0.1"
+printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
+    extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost >"$CERTS/server.ext"
+q openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
+    -CAcreateserial -days 2 -out "$CERTS/server.pem" -extfile "$CERTS/server.ext"
+cp "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"     # containers-style cert dir for skopeo and podman
+chmod 644 "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"
+
+PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+REG=127.0.0.1:$PORT
+mkdir -p "$WORK/registry"
+cat >"$WORK/registry/config.yml" <<EOF
+version: 0.1
+log:
+  level: warn
+  accesslog:
+    disabled: true
+storage:
+  filesystem:
+    rootdirectory: $WORK/registry/storage
+http:
+  addr: $REG
+  tls:
+    certificate: $CERTS/server.pem
+    key: $CERTS/server.key
+EOF
+docker-registry serve "$WORK/registry/config.yml" </dev/null >"$WORK/logs/registry.log" 2>&1 &
+REG_PID=$!
+for _ in $(seq 1 100); do
+    kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/logs/registry.log" >&2; die "docker-registry exited"; }
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca.pem" "https://$REG/v2/")" = 200 ] && break
+    sleep 0.1
+done
+IMAGE=$REG/bench/mpi:latest
+log "registry on https://$REG; pushing $IMAGE"
+skopeo copy -q --dest-cert-dir "$CERTS/ca.d" "oci:$IMG:mpi" "docker://$IMAGE" >"$WORK/logs/push.log" 2>&1 ||
+    { cat "$WORK/logs/push.log" >&2; die "push failed"; }
+
+cat >"$U/lpmx-config.yml" <<EOF
+registries:
+  "$REG":
+    ca: $CERTS/ca.pem
+EOF
+chown "$BENCH_USER:" "$U/lpmx-config.yml"
+
+# ---------------------------------------------------------------- 4. measurements
+# Podman: native overlay works rootless on kernels >= 5.13 without fuse-overlayfs; probe it.
+PODMAN_DRIVER=overlay
+podman_global() {  # ROOT RUNROOT
+    echo "--root $1 --runroot $2 --storage-driver $PODMAN_DRIVER --cgroup-manager cgroupfs --events-backend file"
+}
+probe_dir=$U/podman-probe
+mkdir -p "$U/tmp"; chown "$BENCH_USER:" "$U/tmp"
+# shellcheck disable=SC2046
+if ! as_user podman $(podman_global "$probe_dir/root" "$probe_dir/run") info >"$WORK/logs/podman-probe.log" 2>&1; then
+    PODMAN_DRIVER=vfs
+    log "podman rootless overlay failed (see below); using vfs"
+    tail -5 "$WORK/logs/podman-probe.log" >&2
+fi
+rm -rf "$probe_dir"
+if [ -f "$PAUSE_PIDFILE" ]; then kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null || true; fi
+
+# The exact command line of each tool; STORE is the empty directory of that run.
+tool_cmd() {  # TOOL STORE
+    local s=$2
+    case $1 in
+    lpmx) echo "env LPMX_CONFIG=$U/lpmx-config.yml lpmx-job --cache $s/cache pull $IMAGE" ;;
+    charliecloud) echo "env REQUESTS_CA_BUNDLE=$CERTS/ca.pem ch-image --no-cache --storage $s/ch pull $IMAGE" ;;
+    skopeo-umoci) echo "sh -c 'skopeo copy --src-cert-dir $CERTS/ca.d docker://$IMAGE oci:$s/oci:latest && umoci unpack --rootless --image $s/oci:latest $s/bundle'" ;;
+    podman) echo "podman $(podman_global "$s/root" "$s/run") pull --cert-dir $CERTS/ca.d $IMAGE" ;;
+    esac
+}
+tool_label() {
+    case $1 in
+    lpmx) echo "lpmx-job" ;;
+    charliecloud) echo "Charliecloud ch-image" ;;
+    skopeo-umoci) echo "skopeo copy + umoci unpack" ;;
+    podman) echo "podman rootless ($PODMAN_DRIVER)" ;;
+    esac
+}
+
+declare -A TIMES RSS FAILS
+# run_one TOOL KEY TAG [STORE]: time one pull of TOOL as the bench user and file the figures
+# under KEY. Without STORE, a fresh empty directory is made (and removed afterwards).
+run_one() {
+    local tool=$1 key=$2 tag=$3 s=${4:-} cmd tf lf t m
+    if [ -z "$s" ]; then
+        s=$U/run-$tool-$tag
+        rm -rf "$s"; mkdir -p "$s"; chown "$BENCH_USER:" "$s"
+    fi
+    cmd=$(tool_cmd "$tool" "$s")
+    tf=$U/time-$tool-$tag; lf=$WORK/logs/$tool-$tag.log
+    rm -f "$tf"
+    sync
+    # GNU time inside runuser: it times the tool alone; %M is the peak RSS (KiB) of the
+    # largest process of the tool's tree.
+    if as_user /usr/bin/time -f '%e %M' -o "$tf" sh -c "exec $cmd" >"$lf" 2>&1; then
+        read -r t m < <(tail -n1 "$tf")
+        TIMES[$key]+="$t "; RSS[$key]+="$m "
+        log "  $key $tag: ${t}s, peak RSS ${m} KiB"
+    else
+        FAILS[$key]+="$tag: $(grep -v '^Command exited' "$lf" | grep -v '^$' | tail -n 2 | tr '\n' ' ' | cut -c1-300)|"
+        log "  $key $tag FAILED (log kept as /var/tmp/lpmx-bench-fail-$tool-$tag.log):"
+        tail -n 5 "$lf" >&2
+        cp "$lf" "/var/tmp/lpmx-bench-fail-$tool-$tag.log" 2>/dev/null || true
+    fi
+}
+
+read -r -a tools <<<"$TOOLS"
+LAST_LPMX=
+START=$SECONDS
+for ((r = 1; r <= ROUNDS; r++)); do
+    log "round $r/$ROUNDS"
+    # Rotate the order every round so no tool always runs first (or after the same tool).
+    for ((k = 0; k < ${#tools[@]}; k++)); do
+        t=${tools[$(((k + r - 1) % ${#tools[@]}))]}
+        run_one "$t" "$t" "round$r"
+        if [ "$t" = lpmx ]; then LAST_LPMX=$U/run-lpmx-round$r; fi
+        # Keep the newest lpmx cache for the warm pulls; drop every other store.
+        for old in "$U"/run-*; do
+            if [ -e "$old" ] && [ "$old" != "${LAST_LPMX:-}" ]; then rm -rf "$old"; fi
+        done
+    done
+done
+
+# Warm: the same tag again, into the cache that the last cold lpmx pull filled.
+WARM_STORE=${LAST_LPMX:-}
+if [ -n "$WARM_STORE" ] && [ -d "$WARM_STORE/cache" ] && [ -n "${TIMES[lpmx]:-}" ]; then
+    for ((r = 1; r <= ROUNDS; r++)); do
+        run_one lpmx lpmx-warm "warm$r" "$WARM_STORE"
+    done
+fi
+rm -rf "$U"/run-*
+BENCH_SECONDS=$((SECONDS - START))
+
+# ---------------------------------------------------------------- diagnostics
+DIAG_LINES=()
+if [ "$DIAG" = 1 ]; then
+    log "diagnostics on the largest layer"
+    dtime() {  # prints elapsed seconds of "$@" run as the bench user, output discarded
+        as_user /usr/bin/time -f '%e' -o "$U/dt" sh -c "$1" >/dev/null 2>"$WORK/logs/diag.err" || { echo fail; return; }
+        tail -n1 "$U/dt"
+    }
+    cp "$LARGEST_LAYER_BLOB" "$U/largest.tar.gz"; chown "$BENCH_USER:" "$U/largest.tar.gz"
+    cat "$U/largest.tar.gz" >/dev/null
+    g=$(dtime "gzip -dc $U/largest.tar.gz > /dev/null")
+    p=$(dtime "python3 -c 'import zlib,sys; d=zlib.decompressobj(31); f=open(\"$U/largest.tar.gz\",\"rb\")
+while (b:=f.read(1<<20)): d.decompress(b)'")
+    s=$(dtime "sha256sum $U/largest.tar.gz")
+    gzip -dc "$U/largest.tar.gz" >"$U/largest.tar"; chown "$BENCH_USER:" "$U/largest.tar"
+    nfiles=$(tar -tf "$U/largest.tar" | wc -l)
+    mkdir -p "$U/x1"; chown "$BENCH_USER:" "$U/x1"; sync
+    x=$(dtime "tar -C $U/x1 --no-same-owner -xf $U/largest.tar")
+    rm -rf "$U/x1"; mkdir -p "$U/x2"; chown "$BENCH_USER:" "$U/x2"; sync
+    xz=$(dtime "tar -C $U/x2 --no-same-owner -xzf $U/largest.tar.gz")
+    rm -rf "$U/x2"
+    # lpmx-job from the local OCI layout: the same unpack path with no network and no TLS.
+    cp -a "$IMG" "$U/layout"; chown -R "$BENCH_USER:" "$U/layout"
+    mkdir -p "$U/lc"; chown "$BENCH_USER:" "$U/lc"; sync
+    lo=$(dtime "lpmx-job --cache $U/lc/cache pull oci:$U/layout:mpi")
+    rm -rf "$U/lc"; mkdir -p "$U/lc"; chown "$BENCH_USER:" "$U/lc"; sync
+    lo1=$(dtime "lpmx-job --cache $U/lc/cache pull --jobs 1 oci:$U/layout:mpi")
+    rm -rf "$U/lc" "$U/layout" "$U/largest.tar" "$U/largest.tar.gz"
+    DIAG_LINES+=("| largest layer | $(mib "$(stat -c %s "$LARGEST_LAYER_BLOB")") MiB gzip, $nfiles tar members |")
+    DIAG_LINES+=("| \`gzip -dc\` of it to /dev/null | $g s |")
+    DIAG_LINES+=("| Python zlib (same zlib as ch-image's tarfile) decompress of it | $p s |")
+    DIAG_LINES+=("| \`sha256sum\` of it | $s s |")
+    DIAG_LINES+=("| GNU \`tar -x\` of it, already decompressed | $x s |")
+    DIAG_LINES+=("| GNU \`tar -xz\` of it (decompress + extract) | $xz s |")
+    DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` whole image, no network, \`--jobs 3\` (default) | $lo s |")
+    DIAG_LINES+=("| \`lpmx-job pull --jobs 1 oci:LAYOUT\` whole image, no network | $lo1 s |")
+fi
+
+# ---------------------------------------------------------------- 5. table
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR==0){print ""; exit} if(NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%s–%s", lo, hi}'; }
+count() { tr ' ' '\n' | grep -vc '^$' || true; }
+LPMX_MED=$(median <<<"${TIMES[lpmx]:-}")
+row() {  # KEY LABEL
+    local key=$1 label=$2 med rng n ratio rssmed fail note=""
+    med=$(median <<<"${TIMES[$key]:-}"); rng=$(minmax <<<"${TIMES[$key]:-}"); n=$(count <<<"${TIMES[$key]:-}")
+    rssmed=$(median <<<"${RSS[$key]:-}")
+    fail=${FAILS[$key]:-}
+    [ -z "$fail" ] || note="FAILED ${fail//|/; }"
+    if [ -z "$med" ]; then
+        echo "| $label | failed | – | – | – | ${note:-did not run} |"
+        return
+    fi
+    if [ -n "$LPMX_MED" ] && [ "$key" != lpmx ]; then
+        ratio=$(awk -v a="$med" -v b="$LPMX_MED" 'BEGIN{printf "%.2f×", a/b}')
+    else
+        ratio="1.00× (baseline)"
+    fi
+    if [ "$key" = lpmx-warm ]; then ratio="–"; fi
+    echo "| $label | $med | $rng ($n runs) | $ratio | $(awk -v k="$rssmed" 'BEGIN{printf "%.0f", k/1024}') | $note |"
+}
+ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
+{
+    echo "# Cold-pull benchmark: lpmx-job vs peers"
+    echo
+    echo "Generated by \`contrib/bench/pull.sh\` on $(date -u '+%F %T UTC')."
+    echo
+    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\(.*\)"$/\1/p' /etc/os-release); store on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+    echo "- Image: \`bench/mpi:latest\` = Debian bookworm minbase + openmpi-bin, libopenmpi3, python3; 3 gzip layers, **$(mib "$IMG_COMPRESSED") MiB compressed** (layers: $(for b in $IMG_LAYERS; do printf '%s ' "$(mib "$b")"; done | sed 's/ $//; s/ / + /g') MiB, sum of manifest sizes), $(mib "$IMG_UNCOMPRESSED") MiB of tar, $IMG_FILES paths"
+    echo "- Registry: docker-registry ($(ver docker-registry --version | awk '{print $NF}')) on https://127.0.0.1 (loopback, TLS with a private CA that every tool verifies)"
+    echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run; all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
+    echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build, git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')); ch-image $(ver ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
+    echo
+    echo "| tool | median s | range | ratio (peer / lpmx-job) | peak RSS MiB (median) | notes |"
+    echo "| --- | ---: | --- | ---: | ---: | --- |"
+    for t in "${tools[@]}"; do row "$t" "$(tool_label "$t")"; done
+    if [ -n "${TIMES[lpmx-warm]:-}" ] || [ -n "${FAILS[lpmx-warm]:-}" ]; then row lpmx-warm "lpmx-job, warm (tag already cached)"; fi
+    echo
+    echo "Ratio > 1 means the peer is slower than lpmx-job. Peak RSS is GNU time's %M: the"
+    echo "largest single process of the tool's process tree."
+    if [ "${#DIAG_LINES[@]}" -gt 0 ]; then
+        echo
+        echo "## Where the time goes (one run each, as $BENCH_USER)"
+        echo
+        echo "| what | figure |"
+        echo "| --- | --- |"
+        printf '%s\n' "${DIAG_LINES[@]}"
+    fi
+    echo
+    echo "## Exact commands (STORE = a fresh empty directory per run)"
+    echo
+    echo "Each ran as \`runuser -u $BENCH_USER -- env -i HOME=... PATH=$SYS_PATH ... /usr/bin/time -f '%e %M' sh -c 'exec CMD'\`:"
+    echo
+    for t in "${tools[@]}"; do
+        echo "- $(tool_label "$t"): \`$(tool_cmd "$t" STORE | sed "s#$WORK#\$WORK#g")\`"
+    done
+    echo
+    echo "Paths under \`\$WORK\` are the run's temporary directory (removed at exit)."
+    if [ "${#FAILS[@]}" -gt 0 ]; then
+        echo
+        echo "## Failures"
+        echo
+        for t in "${!FAILS[@]}"; do echo "- $t: ${FAILS[$t]//|/; }"; done
+    fi
+} >"$RESULTS.tmp"
+mv "$RESULTS.tmp" "$RESULTS"
+echo
+cat "$RESULTS"

@@ -1,0 +1,143 @@
+# Print an optspec for argparse to handle cmd's options that are independent of any subcommand.
+function __fish_lpmx_job_global_optspecs
+    string join \n cache= config= v/verbose q/quiet h/help V/version
+end
+
+function __fish_lpmx_job_needs_command
+    # Figure out if the current invocation already has a command.
+    set -l cmd (commandline -opc)
+    set -e cmd[1]
+    argparse -s (__fish_lpmx_job_global_optspecs) -- $cmd 2>/dev/null
+    or return
+    if set -q argv[1]
+        # Also print the command, so this can be used to figure out what it is.
+        echo $argv[1]
+        return 1
+    end
+    return 0
+end
+
+function __fish_lpmx_job_using_subcommand
+    set -l cmd (__fish_lpmx_job_needs_command)
+    test -z "$cmd"
+    and return 1
+    contains -- $cmd[1] $argv
+end
+
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -s V -l version -d 'Print version'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "images" -d 'List the images in the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "tags" -d 'List the tags of a repository in its registry'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "cache" -d 'Inspect and maintain the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "config" -d 'Show the effective configuration'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "completions" -d 'Print a shell completion script'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l platform -d 'Platform to pick from a multi-platform image, as os/arch[/variant]' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l jobs -d 'Layers fetched at once' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l json -d 'Print the image records as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -l json -d 'Print as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand images" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -l json -d 'Print as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l repair -d 'Remove damaged entries and pull the affected images again'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -l older-than -d 'Also forget images not used for this many days' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l json -d 'Print the report as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -s h -l help -d 'Print help (see more with \'--help\')'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -f -a "show" -d 'Print every key\'s effective value and where it came from'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and not __fish_seen_subcommand_from show help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -l json -d 'Print as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print every key\'s effective value and where it came from'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -l dir -d 'Write lpmx-job.1 and lpmx-job-VERB.1 into DIR' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "images" -d 'List the images in the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "tags" -d 'List the tags of a repository in its registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "cache" -d 'Inspect and maintain the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "config" -d 'Show the effective configuration'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print every key\'s effective value and where it came from'

@@ -1,0 +1,622 @@
+#compdef lpmx-job
+
+autoload -U is-at-least
+
+_lpmx-job() {
+    typeset -A opt_args
+    typeset -a _arguments_options
+    local ret=1
+
+    if is-at-least 5.2; then
+        _arguments_options=(-s -S -C)
+    else
+        _arguments_options=(-s -C)
+    fi
+
+    local context curcontext="$curcontext" state line
+    _arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+'-V[Print version]' \
+'--version[Print version]' \
+":: :_lpmx-job_commands" \
+"*::: :->lpmx-job" \
+&& ret=0
+    case $state in
+    (lpmx-job)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-command-$line[1]:"
+        case $line[1] in
+            (pull)
+_arguments "${_arguments_options[@]}" : \
+'--platform=[Platform to pick from a multi-platform image, as os/arch\[/variant\]]:PLATFORM:_default' \
+'--jobs=[Layers fetched at once]:N:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print the image records as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::images -- Images\: NAME\[\:TAG\], HOST\:PORT/REPO\:TAG, REPO@sha256\:..., oci\:DIR\[\:TAG\]:_default' \
+&& ret=0
+;;
+(images)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(rmi)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::images -- Names as pulled, or a manifest digest (prefix):_default' \
+&& ret=0
+;;
+(tags)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+':repository -- Repository, as in `alpine` or `host\:port/repo`:_default' \
+&& ret=0
+;;
+(cache)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_lpmx-job__subcmd__cache_commands" \
+"*::: :->cache" \
+&& ret=0
+
+    case $state in
+    (cache)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-cache-command-$line[1]:"
+        case $line[1] in
+            (info)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--repair[Remove damaged entries and pull the affected images again]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(prune)
+_arguments "${_arguments_options[@]}" : \
+'--older-than=[Also forget images not used for this many days]:DAYS:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_lpmx-job__subcmd__cache__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-cache-help-command-$line[1]:"
+        case $line[1] in
+            (info)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(prune)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
+(doctor)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print the report as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+&& ret=0
+;;
+(config)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+":: :_lpmx-job__subcmd__config_commands" \
+"*::: :->config" \
+&& ret=0
+
+    case $state in
+    (config)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-config-command-$line[1]:"
+        case $line[1] in
+            (show)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_lpmx-job__subcmd__config__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-config-help-command-$line[1]:"
+        case $line[1] in
+            (show)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+':shell -- bash, zsh, fish, elvish or powershell:(bash elvish fish powershell zsh)' \
+&& ret=0
+;;
+(man)
+_arguments "${_arguments_options[@]}" : \
+'--dir=[Write lpmx-job.1 and lpmx-job-VERB.1 into DIR]:DIR:_files' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+":: :_lpmx-job__subcmd__help_commands" \
+"*::: :->help" \
+&& ret=0
+
+    case $state in
+    (help)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-help-command-$line[1]:"
+        case $line[1] in
+            (pull)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(images)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(rmi)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(tags)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(cache)
+_arguments "${_arguments_options[@]}" : \
+":: :_lpmx-job__subcmd__help__subcmd__cache_commands" \
+"*::: :->cache" \
+&& ret=0
+
+    case $state in
+    (cache)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-help-cache-command-$line[1]:"
+        case $line[1] in
+            (info)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(verify)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(prune)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+(doctor)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(config)
+_arguments "${_arguments_options[@]}" : \
+":: :_lpmx-job__subcmd__help__subcmd__config_commands" \
+"*::: :->config" \
+&& ret=0
+
+    case $state in
+    (config)
+        words=($line[1] "${words[@]}")
+        (( CURRENT += 1 ))
+        curcontext="${curcontext%:*:*}:lpmx-job-help-config-command-$line[1]:"
+        case $line[1] in
+            (show)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+(completions)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(man)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(help)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+        esac
+    ;;
+esac
+;;
+        esac
+    ;;
+esac
+}
+
+(( $+functions[_lpmx-job_commands] )) ||
+_lpmx-job_commands() {
+    local commands; commands=(
+'pull:Pull images into the cache (one download per blob, however many processes ask)' \
+'images:List the images in the cache' \
+'rmi:Forget images; their layers go with the next \`cache prune\`' \
+'tags:List the tags of a repository in its registry' \
+'cache:Inspect and maintain the cache' \
+'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
+'config:Show the effective configuration' \
+'completions:Print a shell completion script' \
+'man:Print the man page, or write one page per verb into a directory' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache_commands] )) ||
+_lpmx-job__subcmd__cache_commands() {
+    local commands; commands=(
+'info:Where the cache is, its filesystem, lock mode and size by kind' \
+'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'prune:Remove layers and blobs no image uses, and images unused for a while' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job cache commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__help_commands() {
+    local commands; commands=(
+'info:Where the cache is, its filesystem, lock mode and size by kind' \
+'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'prune:Remove layers and blobs no image uses, and images unused for a while' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job cache help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__help__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache help help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__help__subcmd__info_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__help__subcmd__info_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache help info commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__help__subcmd__prune_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__help__subcmd__prune_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache help prune commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__help__subcmd__verify_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__help__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache help verify commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__info_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__info_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache info commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__prune_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__prune_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache prune commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__cache__subcmd__verify_commands] )) ||
+_lpmx-job__subcmd__cache__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cache verify commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__completions_commands] )) ||
+_lpmx-job__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job completions commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__config_commands] )) ||
+_lpmx-job__subcmd__config_commands() {
+    local commands; commands=(
+'show:Print every key'\''s effective value and where it came from' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job config commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__config__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__config__subcmd__help_commands() {
+    local commands; commands=(
+'show:Print every key'\''s effective value and where it came from' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job config help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__config__subcmd__help__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__config__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job config help help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__config__subcmd__help__subcmd__show_commands] )) ||
+_lpmx-job__subcmd__config__subcmd__help__subcmd__show_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job config help show commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__config__subcmd__show_commands] )) ||
+_lpmx-job__subcmd__config__subcmd__show_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job config show commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__doctor_commands] )) ||
+_lpmx-job__subcmd__doctor_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job doctor commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__help_commands() {
+    local commands; commands=(
+'pull:Pull images into the cache (one download per blob, however many processes ask)' \
+'images:List the images in the cache' \
+'rmi:Forget images; their layers go with the next \`cache prune\`' \
+'tags:List the tags of a repository in its registry' \
+'cache:Inspect and maintain the cache' \
+'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
+'config:Show the effective configuration' \
+'completions:Print a shell completion script' \
+'man:Print the man page, or write one page per verb into a directory' \
+'help:Print this message or the help of the given subcommand(s)' \
+    )
+    _describe -t commands 'lpmx-job help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__cache_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__cache_commands() {
+    local commands; commands=(
+'info:Where the cache is, its filesystem, lock mode and size by kind' \
+'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'prune:Remove layers and blobs no image uses, and images unused for a while' \
+    )
+    _describe -t commands 'lpmx-job help cache commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__cache__subcmd__info_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__cache__subcmd__info_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help cache info commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__cache__subcmd__prune_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__cache__subcmd__prune_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help cache prune commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__cache__subcmd__verify_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__cache__subcmd__verify_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help cache verify commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__completions_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__completions_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help completions commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__config_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__config_commands() {
+    local commands; commands=(
+'show:Print every key'\''s effective value and where it came from' \
+    )
+    _describe -t commands 'lpmx-job help config commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__config__subcmd__show_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__config__subcmd__show_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help config show commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__doctor_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__doctor_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help doctor commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__help_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__help_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help help commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__images_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__images_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help images commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__man_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help man commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__pull_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__pull_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help pull commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__rmi_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__rmi_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help rmi commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__tags_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__tags_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help tags commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__images_commands] )) ||
+_lpmx-job__subcmd__images_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job images commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__man_commands] )) ||
+_lpmx-job__subcmd__man_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job man commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__pull_commands] )) ||
+_lpmx-job__subcmd__pull_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job pull commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__rmi_commands] )) ||
+_lpmx-job__subcmd__rmi_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job rmi commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__tags_commands] )) ||
+_lpmx-job__subcmd__tags_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job tags commands' commands "$@"
+}
+
+if [ "$funcstack[1]" = "_lpmx-job" ]; then
+    _lpmx-job "$@"
+else
+    compdef _lpmx-job lpmx-job
+fi
