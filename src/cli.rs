@@ -56,6 +56,9 @@ pub enum Command {
         /// Print the image records as JSON.
         #[arg(long)]
         json: bool,
+        /// Touch no network: succeed only if the cache already holds the image.
+        #[arg(long)]
+        offline: bool,
     },
     /// List the images in the cache.
     Images {

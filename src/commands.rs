@@ -107,14 +107,14 @@ fn open_cache(config: &Config) -> anyhow::Result<Cache> {
     .with_context(|| format!("opening the cache {}", dir.display()))
 }
 
-/// A registry client set up for one registry: plain HTTP if listed as insecure, its own CA
-/// file if the config names one, credentials from the Docker config.
-fn client_for(config: &Config, remote: &Remote) -> anyhow::Result<Client> {
+/// A registry client set up for one registry host: plain HTTP if listed as insecure, its own
+/// CA file if the config names one, credentials from the Docker config.
+fn client_for(config: &Config, host: &str) -> anyhow::Result<Client> {
     let s = &config.settings;
-    let entry = s.registries.get(&remote.registry);
+    let entry = s.registries.get(host);
     let mut insecure = s.registry.insecure.clone();
     if entry.and_then(|e| e.insecure) == Some(true) {
-        insecure.push(remote.registry.clone());
+        insecure.push(host.to_string());
     }
     let mut ca_files: Vec<std::path::PathBuf> = entry
         .and_then(|e| e.ca.clone())
@@ -133,6 +133,46 @@ fn client_for(config: &Config, remote: &Remote) -> anyhow::Result<Client> {
     })?)
 }
 
+/// The registries to ask for an image: its configured mirrors, then its own registry.
+fn endpoints_for(config: &Config, remote: &Remote) -> anyhow::Result<Vec<pull::Endpoint>> {
+    let mirrors = config
+        .settings
+        .registries
+        .get(&remote.registry)
+        .and_then(|e| e.mirrors.clone())
+        .unwrap_or_default();
+    mirrors
+        .iter()
+        .chain(std::iter::once(&remote.registry))
+        .map(|host| {
+            Ok(pull::Endpoint {
+                client: client_for(config, host)?,
+                host: host.clone(),
+            })
+        })
+        .collect()
+}
+
+fn pull_one(
+    config: &Config,
+    cache: &Cache,
+    reference: &Reference,
+    opts: pull::Options,
+) -> anyhow::Result<lpmx_job::cache::ImageRecord> {
+    let endpoints = match reference {
+        Reference::Remote(r) => endpoints_for(config, r)?,
+        _ => Vec::new(),
+    };
+    let puller = pull::Puller {
+        cache,
+        endpoints: &endpoints,
+        opts,
+    };
+    puller
+        .pull(reference)
+        .with_context(|| format!("pulling {reference} into {}", cache.root().display()))
+}
+
 /// Progress and notes go to stderr, one line each, naming the node.
 fn logger(quiet: bool) -> impl Fn(&str) + Sync {
     move |m: &str| {
@@ -149,6 +189,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             platform,
             jobs,
             json,
+            offline,
         } => {
             let config = load_config(&cli.global)?;
             let cache = open_cache(&config)?;
@@ -160,22 +201,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let mut records = Vec::new();
             for name in &images {
                 let reference = Reference::parse(name)?;
-                let client = match &reference {
-                    Reference::Remote(r) => Some(client_for(&config, r)?),
-                    _ => None,
+                let opts = pull::Options {
+                    platform: platform.clone(),
+                    jobs,
+                    log: &log,
+                    offline,
                 };
-                let puller = pull::Puller {
-                    cache: &cache,
-                    client: client.as_ref(),
-                    opts: pull::Options {
-                        platform: platform.clone(),
-                        jobs,
-                        log: &log,
-                    },
-                };
-                let rec = puller.pull(&reference).with_context(|| {
-                    format!("pulling {reference} into {}", cache.root().display())
-                })?;
+                let rec = pull_one(&config, &cache, &reference, opts)?;
                 log(&format!(
                     "{reference}: pulled {} ({}, {} layers, {}) into {}",
                     rec.manifest,
@@ -255,7 +287,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Tags { repository } => {
             let config = load_config(&cli.global)?;
             let remote = Remote::parse(&repository)?;
-            let client = client_for(&config, &remote)?;
+            let client = client_for(&config, &remote.registry)?;
             for t in client.tags(&remote).with_context(|| {
                 format!("listing tags of {}/{}", remote.registry, remote.repository)
             })? {
@@ -332,21 +364,13 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     }
                     for name in again {
                         let reference = Reference::parse(&name)?;
-                        let client = match &reference {
-                            Reference::Remote(r) => Some(client_for(&config, r)?),
-                            _ => None,
+                        let opts = pull::Options {
+                            platform: pull::Platform::host(),
+                            jobs: 3,
+                            log: &log,
+                            offline: false,
                         };
-                        let puller = pull::Puller {
-                            cache: &cache,
-                            client: client.as_ref(),
-                            opts: pull::Options {
-                                platform: pull::Platform::host(),
-                                jobs: 3,
-                                log: &log,
-                            },
-                        };
-                        puller
-                            .pull(&reference)
+                        pull_one(&config, &cache, &reference, opts)
                             .with_context(|| format!("repairing {name}"))?;
                     }
                     let left = maintain::verify(&cache)?;

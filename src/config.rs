@@ -126,6 +126,9 @@ pub struct RegistryEntry {
     /// Reach this registry over plain HTTP.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub insecure: Option<bool>,
+    /// Registries serving the same repositories, tried first (a site mirror of docker.io).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mirrors: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]

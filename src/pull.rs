@@ -206,11 +206,55 @@ fn normalize(p: &Path) -> String {
     out.join("/")
 }
 
+/// A registry to ask for an image: a mirror or the image's own registry.
+pub struct Endpoint {
+    pub client: Client,
+    /// `host:port` to speak to; the repository path stays the image's.
+    pub host: String,
+}
+
+impl Endpoint {
+    fn remote(&self, r: &Remote) -> Remote {
+        Remote {
+            registry: self.host.clone(),
+            ..r.clone()
+        }
+    }
+}
+
+/// Asks each endpoint in turn (mirrors first), returning the first answer. Every answer is
+/// checked against its digest by the caller, so a mirror can be stale but never wrong.
+fn first_answer<'e, T>(
+    endpoints: &'e [Endpoint],
+    remote: &Remote,
+    what: &str,
+    log: &dyn Fn(&str),
+    ask: impl Fn(&'e Endpoint, &Remote) -> std::result::Result<T, registry::Error>,
+) -> Result<T> {
+    let mut last = None;
+    for (i, e) in endpoints.iter().enumerate() {
+        match ask(e, &e.remote(remote)) {
+            Ok(v) => return Ok(v),
+            Err(err) => {
+                if i + 1 < endpoints.len() {
+                    log(&format!("{what}: {err}; trying {}", endpoints[i + 1].host));
+                }
+                last = Some(err);
+            }
+        }
+    }
+    Err(last.map(Error::Registry).unwrap_or_else(|| Error::Image {
+        image: remote.to_string(),
+        why: "no registry to ask".into(),
+    }))
+}
+
 /// Where blobs come from.
 enum Source<'a> {
     Registry {
-        client: &'a Client,
+        endpoints: &'a [Endpoint],
         remote: Remote,
+        log: &'a (dyn Fn(&str) + Sync),
     },
     Local {
         files: Files,
@@ -222,7 +266,16 @@ enum Source<'a> {
 impl Source<'_> {
     fn open(&self, image: &str, d: &Digest) -> Result<Box<dyn Read + '_>> {
         match self {
-            Source::Registry { client, remote } => Ok(Box::new(client.blob(remote, d)?)),
+            Source::Registry {
+                endpoints,
+                remote,
+                log,
+            } => {
+                let what = format!("blob {} of {remote}", d.short());
+                let reader =
+                    first_answer(endpoints, remote, &what, *log, |e, r| e.client.blob(r, d))?;
+                Ok(Box::new(reader))
+            }
             Source::Local { files, named } => {
                 let rel = named
                     .get(d)
@@ -257,11 +310,14 @@ pub struct Options<'a> {
     pub jobs: usize,
     /// One line per event, already naming the node; the image is named by the caller.
     pub log: &'a (dyn Fn(&str) + Sync),
+    /// Use only what the cache holds: no network at all.
+    pub offline: bool,
 }
 
 pub struct Puller<'a> {
     pub cache: &'a Cache,
-    pub client: Option<&'a Client>,
+    /// For registry images: mirrors first, then the image's own registry.
+    pub endpoints: &'a [Endpoint],
     pub opts: Options<'a>,
 }
 
@@ -293,11 +349,14 @@ impl Puller<'_> {
         self.cache.reclaim();
         match reference {
             Reference::Remote(remote) => {
-                let client = self.client.ok_or_else(|| Error::Image {
-                    image: image.clone(),
-                    why: "no registry client".into(),
+                if self.opts.offline {
+                    return self.cached(&image, remote);
+                }
+                let log = self.opts.log;
+                let what = format!("manifest of {image}");
+                let (bytes, header) = first_answer(self.endpoints, remote, &what, log, |e, r| {
+                    e.client.manifest(r, remote.manifest_ref())
                 })?;
-                let (bytes, header) = client.manifest(remote, remote.manifest_ref())?;
                 let digest = cache::sha256(&bytes);
                 if let Some(pinned) = &remote.digest {
                     if &digest != pinned {
@@ -310,12 +369,19 @@ impl Puller<'_> {
                     }
                 }
                 let source = Source::Registry {
-                    client,
+                    endpoints: self.endpoints,
                     remote: remote.clone(),
+                    log,
                 };
                 let (manifest_digest, manifest) =
                     self.select(&image, bytes, digest, &header, |d| {
-                        Ok(client.manifest(remote, d.as_str())?)
+                        // A manifest named by digest never changes: a cached copy saves a request.
+                        if let Some(b) = self.cache.read_blob(d)? {
+                            return Ok((b, String::new()));
+                        }
+                        first_answer(self.endpoints, remote, &what, log, |e, r| {
+                            e.client.manifest(r, d.as_str())
+                        })
                     })?;
                 let rec = self.fetch(&image, &source, &manifest_digest, &manifest)?;
                 if remote.tag.is_some() {
@@ -339,6 +405,31 @@ impl Puller<'_> {
                 self.pull_docker_save(&image, files)
             }
         }
+    }
+
+    /// The cached image a name or digest stands for, touching no network.
+    fn cached(&self, image: &str, remote: &Remote) -> Result<ImageRecord> {
+        let not_cached = |why: &str| Error::Image {
+            image: image.into(),
+            why: format!("{why}; pull it without --offline first"),
+        };
+        let manifest = match &remote.digest {
+            Some(d) => d.clone(),
+            None => {
+                self.cache
+                    .read_ref(image)?
+                    .ok_or_else(|| not_cached("not in the cache"))?
+                    .manifest
+            }
+        };
+        let rec = self
+            .cache
+            .read_image(&manifest)?
+            .ok_or_else(|| not_cached("not in the cache"))?;
+        if layer_paths(self.cache, &rec).is_none() {
+            return Err(not_cached("some of its layers are missing from the cache"));
+        }
+        Ok(rec)
     }
 
     /// An OCI image layout: `index.json` names manifests by tag.

@@ -703,7 +703,7 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__pull)
-            opts="-v -q -h --platform --jobs --json --cache --config --verbose --quiet --help"
+            opts="-v -q -h --platform --jobs --json --offline --cache --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

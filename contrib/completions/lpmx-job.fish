@@ -45,6 +45,7 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l jobs -d 'Laye
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l json -d 'Print the image records as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -l offline -d 'Touch no network: succeed only if the cache already holds the image'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand pull" -s h -l help -d 'Print help'

@@ -41,6 +41,7 @@ _arguments "${_arguments_options[@]}" : \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
 '--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
 '--json[Print the image records as JSON]' \
+'--offline[Touch no network\: succeed only if the cache already holds the image]' \
 '*-v[Say more\: repeat for more detail; errors show their whole chain]' \
 '*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
 '(-v --verbose)-q[Say only errors]' \

@@ -26,6 +26,7 @@ fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
     let out = Command::new("skopeo")
         .args([
             "copy",
+            "--all",
             "--insecure-policy",
             "--src-tls-verify=false",
             "--dest-tls-verify=false",
@@ -68,7 +69,11 @@ fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
 }
 
 fn verify_ok(env: &Env) {
-    let out = run(env.cmd().args(["cache", "verify"]));
+    verify_ok_with(env.cmd());
+}
+
+fn verify_ok_with(mut cmd: Command) {
+    let out = run(cmd.args(["cache", "verify"]));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -324,4 +329,134 @@ fn lock_directories_also_give_one_download_per_blob() {
         .collect();
     assert!(left.is_empty(), "lock directories released: {left:?}");
     verify_ok(&env);
+}
+
+fn manifest_gets(repo: &str) -> usize {
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    text.lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")))
+        .count()
+}
+
+#[test]
+fn a_warm_pull_asks_for_one_manifest_and_offline_asks_nothing() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "multi", &env);
+    let image = format!("{reg}/{repo}");
+    let pull = |extra: &[&str]| {
+        let out = run(env
+            .cmd()
+            .env("LPMX_INSECURE_REGISTRIES", &reg)
+            .arg("pull")
+            .args(extra)
+            .arg(&image));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    };
+    pull(&[]);
+    assert_eq!(
+        manifest_gets(&repo),
+        2,
+        "cold: the index, then this platform's manifest"
+    );
+    let blobs = blob_gets(&repo);
+    pull(&[]);
+    assert_eq!(manifest_gets(&repo), 3, "warm: only the index");
+    assert_eq!(blob_gets(&repo), blobs, "warm: no blob");
+    pull(&["--offline"]);
+    assert_eq!(manifest_gets(&repo), 3, "offline: nothing");
+    let out = run(env
+        .cmd()
+        .args(["pull", "--offline", &format!("{reg}/lpmx/never-pulled")]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("without --offline"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn mirrors_are_tried_first_and_upstream_after() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .to_string();
+    // The image's own registry is dead; its mirror (the real registry) serves it.
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("registry:\n  insecure: [\"{reg}\", \"{dead}\"]\nregistries:\n  \"{dead}\":\n    mirrors: [\"{reg}\"]\n  \"{reg}\":\n    mirrors: [\"{dead}\"]\n"),
+    );
+    let out = run(env.cmd().args(["pull", &format!("{dead}/lpmx/one")]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "the mirror serves: {}",
+        stderr(&out)
+    );
+    // A dead mirror is skipped, with a note naming it, and the registry itself serves.
+    let out = run(env.cmd().args(["pull", &format!("{reg}/lpmx/layers3")]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&dead) && stderr(&out).contains(&format!("trying {reg}")),
+        "{}",
+        stderr(&out)
+    );
+    verify_ok(&env);
+}
+
+#[test]
+fn a_read_only_site_cache_is_used_and_never_written() {
+    let site = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "layers3", &site);
+    let image = format!("{reg}/{repo}");
+    let out = run(site
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .args(["pull", &image]));
+    assert_eq!(out.status.code(), Some(0));
+    let before = blob_gets(&repo);
+    let site_cache = site.path("cache/lpmx");
+    let st = Command::new("chmod")
+        .args(["-R", "a-w"])
+        .arg(&site_cache)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let user = Env::new();
+    let out = run(user
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .env("LPMX_READONLY_CACHES", &site_cache)
+        .args(["pull", "--json", &image]));
+    let _ = Command::new("chmod")
+        .args(["-R", "u+w"])
+        .arg(&site_cache)
+        .status();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        blob_gets(&repo),
+        before,
+        "layers and config came from the site cache"
+    );
+    assert_eq!(
+        std::fs::read_dir(user.path("cache/lpmx/layers-v1"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let mut cmd = user.cmd();
+    cmd.env("LPMX_READONLY_CACHES", &site_cache);
+    verify_ok_with(cmd);
 }
