@@ -125,11 +125,18 @@ fn client_for(config: &Config, host: &str) -> anyhow::Result<Client> {
         ca_files.push(f.into());
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+    let found = registry::docker_credentials(&env, host);
+    for w in &found.warnings {
+        eprintln!(
+            "lpmx-job[{}]: warning: {host}: {w}",
+            lpmx_job::host::hostname()
+        );
+    }
     Ok(Client::new(ClientOptions {
         insecure,
         ca_files,
         retry: registry::RetryPolicy::default(),
-        credentials: registry::docker_credentials(&env),
+        credentials: found.credentials,
     })?)
 }
 

@@ -13,6 +13,7 @@ pub mod probe;
 pub mod pull;
 pub mod reference;
 pub mod registry;
+pub mod rootfs;
 pub mod scheduler;
 pub mod unpack;
 pub mod userns;

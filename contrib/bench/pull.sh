@@ -13,6 +13,8 @@
 #   RESULTS=FILE         markdown output (contrib/bench/results-pull.md)
 #   TOOLS="lpmx charliecloud skopeo-umoci podman"   subset / order of tools
 #   DIAG=0               skip the decompression / extraction diagnostics
+#   LPMX_REV=TEXT        what LPMX_BIN was built from, for the report (default: git HEAD of
+#                        this checkout, flagged if src/ has uncommitted changes)
 set -euo pipefail
 umask 022
 
@@ -76,6 +78,9 @@ add_subids /etc/subgid
 # ---------------------------------------------------------------- work dir, cleanup
 WORK=$(mktemp -d /var/tmp/lpmx-bench-run.XXXXXX)
 chmod 755 "$WORK"
+# podman refuses a --runroot longer than 50 characters: keep those under a short path.
+SHORT=$(mktemp -d /tmp/lpb.XXXXXX)
+chmod 755 "$SHORT"
 REG_PID=
 PAUSE_PIDFILE=$WORK/xdg-run/libpod/tmp/pause.pid
 cleanup() {
@@ -89,7 +94,7 @@ cleanup() {
     if [ -f "$PAUSE_PIDFILE" ]; then
         kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null
     fi
-    rm -rf "$WORK"
+    rm -rf "$WORK" "$SHORT"
     exit "$rc"
 }
 trap cleanup EXIT
@@ -97,7 +102,7 @@ trap 'exit 130' INT TERM
 
 U=$WORK/u               # everything the bench user writes lives under here
 mkdir -p "$U" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
-chown "$BENCH_USER:" "$U" "$WORK/xdg-run"
+chown "$BENCH_USER:" "$U" "$WORK/xdg-run" "$SHORT"
 chmod 700 "$WORK/xdg-run"
 install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
 
@@ -229,12 +234,12 @@ podman_global() {  # ROOT RUNROOT
 probe_dir=$U/podman-probe
 mkdir -p "$U/tmp"; chown "$BENCH_USER:" "$U/tmp"
 # shellcheck disable=SC2046
-if ! as_user podman $(podman_global "$probe_dir/root" "$probe_dir/run") info >"$WORK/logs/podman-probe.log" 2>&1; then
+if ! as_user podman $(podman_global "$probe_dir/root" "$SHORT/probe") info >"$WORK/logs/podman-probe.log" 2>&1; then
     PODMAN_DRIVER=vfs
     log "podman rootless overlay failed (see below); using vfs"
     tail -5 "$WORK/logs/podman-probe.log" >&2
 fi
-rm -rf "$probe_dir"
+rm -rf "$probe_dir" "$SHORT/probe"
 if [ -f "$PAUSE_PIDFILE" ]; then kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null || true; fi
 
 # The exact command line of each tool; STORE is the empty directory of that run.
@@ -244,7 +249,7 @@ tool_cmd() {  # TOOL STORE
     lpmx) echo "env LPMX_CONFIG=$U/lpmx-config.yml lpmx-job --cache $s/cache pull $IMAGE" ;;
     charliecloud) echo "env REQUESTS_CA_BUNDLE=$CERTS/ca.pem ch-image --no-cache --storage $s/ch pull $IMAGE" ;;
     skopeo-umoci) echo "sh -c 'skopeo copy --src-cert-dir $CERTS/ca.d docker://$IMAGE oci:$s/oci:latest && umoci unpack --rootless --image $s/oci:latest $s/bundle'" ;;
-    podman) echo "podman $(podman_global "$s/root" "$s/run") pull --cert-dir $CERTS/ca.d $IMAGE" ;;
+    podman) echo "podman $(podman_global "$s/root" "$SHORT/${s##*/}") pull --cert-dir $CERTS/ca.d $IMAGE" ;;
     esac
 }
 tool_label() {
@@ -256,11 +261,11 @@ tool_label() {
     esac
 }
 
-declare -A TIMES RSS FAILS
+declare -A TIMES=() RSS=() USR=() SYS=() FAILS=()
 # run_one TOOL KEY TAG [STORE]: time one pull of TOOL as the bench user and file the figures
 # under KEY. Without STORE, a fresh empty directory is made (and removed afterwards).
 run_one() {
-    local tool=$1 key=$2 tag=$3 s=${4:-} cmd tf lf t m
+    local tool=$1 key=$2 tag=$3 s=${4:-} cmd tf lf t m cu cs p missing
     if [ -z "$s" ]; then
         s=$U/run-$tool-$tag
         rm -rf "$s"; mkdir -p "$s"; chown "$BENCH_USER:" "$s"
@@ -271,10 +276,20 @@ run_one() {
     sync
     # GNU time inside runuser: it times the tool alone; %M is the peak RSS (KiB) of the
     # largest process of the tool's tree.
-    if as_user /usr/bin/time -f '%e %M' -o "$tf" sh -c "exec $cmd" >"$lf" 2>&1; then
-        read -r t m < <(tail -n1 "$tf")
-        TIMES[$key]+="$t "; RSS[$key]+="$m "
-        log "  $key $tag: ${t}s, peak RSS ${m} KiB"
+    if as_user /usr/bin/time -f '%e %M %U %S' -o "$tf" sh -c "exec $cmd" >"$lf" 2>&1; then
+        read -r t m cu cs < <(tail -n1 "$tf")
+        # "Usable as a tree": one file from each of the three layers must be there.
+        missing=
+        for p in usr/bin/mpirun usr/lib/os-release usr/share/openmpi/amca-param-sets; do
+            find "$s" -path "*/$p" -print -quit | grep -q . || missing+=" /$p"
+        done
+        if [ -n "$missing" ]; then
+            FAILS[$key]+="$tag: exited 0 after ${t}s but the tree lacks$missing|"
+            log "  $key $tag: exited 0 but the tree lacks$missing"
+            return
+        fi
+        TIMES[$key]+="$t "; RSS[$key]+="$m "; USR[$key]+="$cu "; SYS[$key]+="$cs "
+        log "  $key $tag: ${t}s (user ${cu}s, sys ${cs}s), peak RSS ${m} KiB"
     else
         FAILS[$key]+="$tag: $(grep -v '^Command exited' "$lf" | grep -v '^$' | tail -n 2 | tr '\n' ' ' | cut -c1-300)|"
         log "  $key $tag FAILED (log kept as /var/tmp/lpmx-bench-fail-$tool-$tag.log):"
@@ -297,6 +312,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         for old in "$U"/run-*; do
             if [ -e "$old" ] && [ "$old" != "${LAST_LPMX:-}" ]; then rm -rf "$old"; fi
         done
+        rm -rf "${SHORT:?}"/run-*
     done
 done
 
@@ -315,8 +331,8 @@ DIAG_LINES=()
 if [ "$DIAG" = 1 ]; then
     log "diagnostics on the largest layer"
     dtime() {  # prints elapsed seconds of "$@" run as the bench user, output discarded
-        as_user /usr/bin/time -f '%e' -o "$U/dt" sh -c "$1" >/dev/null 2>"$WORK/logs/diag.err" || { echo fail; return; }
-        tail -n1 "$U/dt"
+        as_user /usr/bin/time -f '%e %U %S' -o "$U/dt" sh -c "$1" >/dev/null 2>"$WORK/logs/diag.err" || { echo "failed: $(tail -n1 "$WORK/logs/diag.err")"; return; }
+        tail -n1 "$U/dt" | awk '{printf "%s s wall (user %s s, sys %s s)", $1, $2, $3}'
     }
     cp "$LARGEST_LAYER_BLOB" "$U/largest.tar.gz"; chown "$BENCH_USER:" "$U/largest.tar.gz"
     cat "$U/largest.tar.gz" >/dev/null
@@ -339,13 +355,13 @@ while (b:=f.read(1<<20)): d.decompress(b)'")
     lo1=$(dtime "lpmx-job --cache $U/lc/cache pull --jobs 1 oci:$U/layout:mpi")
     rm -rf "$U/lc" "$U/layout" "$U/largest.tar" "$U/largest.tar.gz"
     DIAG_LINES+=("| largest layer | $(mib "$(stat -c %s "$LARGEST_LAYER_BLOB")") MiB gzip, $nfiles tar members |")
-    DIAG_LINES+=("| \`gzip -dc\` of it to /dev/null | $g s |")
-    DIAG_LINES+=("| Python zlib (same zlib as ch-image's tarfile) decompress of it | $p s |")
-    DIAG_LINES+=("| \`sha256sum\` of it | $s s |")
-    DIAG_LINES+=("| GNU \`tar -x\` of it, already decompressed | $x s |")
-    DIAG_LINES+=("| GNU \`tar -xz\` of it (decompress + extract) | $xz s |")
-    DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` whole image, no network, \`--jobs 3\` (default) | $lo s |")
-    DIAG_LINES+=("| \`lpmx-job pull --jobs 1 oci:LAYOUT\` whole image, no network | $lo1 s |")
+    DIAG_LINES+=("| \`gzip -dc\` of it to /dev/null | $g |")
+    DIAG_LINES+=("| Python zlib (same zlib as ch-image's tarfile) decompress of it | $p |")
+    DIAG_LINES+=("| \`sha256sum\` of it | $s |")
+    DIAG_LINES+=("| GNU \`tar -x\` of it, already decompressed | $x |")
+    DIAG_LINES+=("| GNU \`tar -xz\` of it (decompress + extract) | $xz |")
+    DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` whole image, no network, \`--jobs 3\` (default) | $lo |")
+    DIAG_LINES+=("| \`lpmx-job pull --jobs 1 oci:LAYOUT\` whole image, no network | $lo1 |")
 fi
 
 # ---------------------------------------------------------------- 5. table
@@ -360,7 +376,7 @@ row() {  # KEY LABEL
     fail=${FAILS[$key]:-}
     [ -z "$fail" ] || note="FAILED ${fail//|/; }"
     if [ -z "$med" ]; then
-        echo "| $label | failed | – | – | – | ${note:-did not run} |"
+        echo "| $label | failed | – | – | – | – | ${note:-did not run} |"
         return
     fi
     if [ -n "$LPMX_MED" ] && [ "$key" != lpmx ]; then
@@ -369,7 +385,7 @@ row() {  # KEY LABEL
         ratio="1.00× (baseline)"
     fi
     if [ "$key" = lpmx-warm ]; then ratio="–"; fi
-    echo "| $label | $med | $rng ($n runs) | $ratio | $(awk -v k="$rssmed" 'BEGIN{printf "%.0f", k/1024}') | $note |"
+    echo "| $label | $med | $rng ($n runs) | $ratio | $(median <<<"${USR[$key]}") / $(median <<<"${SYS[$key]}") | $(awk -v k="$rssmed" 'BEGIN{printf "%.0f", k/1024}') | $note |"
 }
 ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
 {
@@ -381,15 +397,16 @@ ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
     echo "- Image: \`bench/mpi:latest\` = Debian bookworm minbase + openmpi-bin, libopenmpi3, python3; 3 gzip layers, **$(mib "$IMG_COMPRESSED") MiB compressed** (layers: $(for b in $IMG_LAYERS; do printf '%s ' "$(mib "$b")"; done | sed 's/ $//; s/ / + /g') MiB, sum of manifest sizes), $(mib "$IMG_UNCOMPRESSED") MiB of tar, $IMG_FILES paths"
     echo "- Registry: docker-registry ($(ver docker-registry --version | awk '{print $NF}')) on https://127.0.0.1 (loopback, TLS with a private CA that every tool verifies)"
     echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run; all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
-    echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build, git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')); ch-image $(ver ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
+    echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build of ${LPMX_REV:-git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')}); ch-image $(ver env USER=root ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
     echo
-    echo "| tool | median s | range | ratio (peer / lpmx-job) | peak RSS MiB (median) | notes |"
-    echo "| --- | ---: | --- | ---: | ---: | --- |"
+    echo "| tool | median s (wall) | range | ratio (peer / lpmx-job) | CPU user / sys s (median) | peak RSS MiB (median) | notes |"
+    echo "| --- | ---: | --- | ---: | ---: | ---: | --- |"
     for t in "${tools[@]}"; do row "$t" "$(tool_label "$t")"; done
     if [ -n "${TIMES[lpmx-warm]:-}" ] || [ -n "${FAILS[lpmx-warm]:-}" ]; then row lpmx-warm "lpmx-job, warm (tag already cached)"; fi
     echo
-    echo "Ratio > 1 means the peer is slower than lpmx-job. Peak RSS is GNU time's %M: the"
-    echo "largest single process of the tool's process tree."
+    echo "Ratio > 1 means the peer is slower than lpmx-job. CPU is user and system time summed over"
+    echo "the tool's processes (GNU time %U, %S). Peak RSS is GNU time's %M: the largest single"
+    echo "process of the tool's tree."
     if [ "${#DIAG_LINES[@]}" -gt 0 ]; then
         echo
         echo "## Where the time goes (one run each, as $BENCH_USER)"
@@ -401,13 +418,13 @@ ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
     echo
     echo "## Exact commands (STORE = a fresh empty directory per run)"
     echo
-    echo "Each ran as \`runuser -u $BENCH_USER -- env -i HOME=... PATH=$SYS_PATH ... /usr/bin/time -f '%e %M' sh -c 'exec CMD'\`:"
+    echo "Each ran as \`runuser -u $BENCH_USER -- env -i HOME=... PATH=$SYS_PATH ... /usr/bin/time -f '%e %M %U %S' sh -c 'exec CMD'\`:"
     echo
     for t in "${tools[@]}"; do
-        echo "- $(tool_label "$t"): \`$(tool_cmd "$t" STORE | sed "s#$WORK#\$WORK#g")\`"
+        echo "- $(tool_label "$t"): \`$(tool_cmd "$t" STORE | sed "s#$WORK#\$WORK#g; s#$SHORT#\$SHORT#g")\`"
     done
     echo
-    echo "Paths under \`\$WORK\` are the run's temporary directory (removed at exit)."
+    echo "\`\$WORK\` and \`\$SHORT\` are the run's temporary directories (removed at exit)."
     if [ "${#FAILS[@]}" -gt 0 ]; then
         echo
         echo "## Failures"

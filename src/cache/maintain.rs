@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::{Cache, Error, ImageRecord, LayerRecord, Result, BLOBS, IMAGES, LAYERS, REFS, TMP};
+use super::{
+    Cache, Error, ImageRecord, LayerRecord, Result, BLOBS, IMAGES, LAYERS, REFS, TMP, TREES,
+};
 use crate::reference::Digest;
 
 #[derive(Debug, Default, Serialize)]
@@ -187,6 +189,7 @@ pub fn remove_entry(cache: &Cache, path: &Path, log: &dyn Fn(&str)) -> Result<()
 #[derive(Debug, Default, Serialize)]
 pub struct Pruned {
     pub images: Vec<String>,
+    pub trees: u64,
     pub layers: u64,
     pub blobs: u64,
     pub bytes: u64,
@@ -222,15 +225,40 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
         })?;
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
-            if used.contains(&name) {
+            if used.contains(&name) || name.ends_with(".inuse") {
                 continue;
+            }
+            // A tree is removed only while its in-use marker is locked exclusively here, so a
+            // container cannot start on it meanwhile (`rootfs::held_tree` rechecks after locking).
+            let mut _marker = None;
+            if kind == TREES {
+                let marker = e.path().with_extension("inuse");
+                if let Ok(f) = std::fs::OpenOptions::new()
+                    .read(true)
+                    .write(true)
+                    .create(true)
+                    .truncate(false)
+                    .open(&marker)
+                {
+                    if f.try_lock().is_err() {
+                        log(&format!(
+                            "keeping {}: a running container uses it",
+                            e.path().display()
+                        ));
+                        continue;
+                    }
+                    _marker = Some((f, marker));
+                }
             }
             out.bytes += du(&e.path());
             remove_entry(cache, &e.path(), log)?;
-            if kind == LAYERS {
-                out.layers += 1;
-            } else {
-                out.blobs += 1;
+            if let Some((_f, marker)) = _marker.take() {
+                let _ = std::fs::remove_file(marker);
+            }
+            match kind {
+                LAYERS => out.layers += 1,
+                BLOBS => out.blobs += 1,
+                _ => out.trees += 1,
             }
         }
     }

@@ -66,6 +66,8 @@ pub const IMAGES: &str = "images-v1";
 pub const REFS: &str = "refs-v1";
 pub const LOCKS: &str = "locks-v1";
 pub const TMP: &str = "tmp-v1";
+/// Flattened image trees, built by `rootfs`.
+pub const TREES: &str = "trees-v1";
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -171,7 +173,7 @@ impl Cache {
         readonly: Vec<PathBuf>,
         forced: Option<lock::Mode>,
     ) -> Result<Cache> {
-        for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP] {
+        for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES] {
             let p = root.join(d);
             std::fs::create_dir_all(&p).map_err(|e| Error::Io {
                 path: p.clone(),
@@ -237,11 +239,16 @@ impl Cache {
 
     /// The published directory of a layer, in a read-only site cache or this one.
     pub fn find_layer(&self, d: &Digest) -> Option<PathBuf> {
+        self.find_entry(LAYERS, d, "layer.json")
+    }
+
+    /// `KIND/HEX/` in a read-only site cache or this one, if complete (holds `marker`).
+    pub fn find_entry(&self, kind: &str, d: &Digest, marker: &str) -> Option<PathBuf> {
         self.readonly
             .iter()
             .chain(std::iter::once(&self.root))
-            .map(|r| r.join(LAYERS).join(d.hex()))
-            .find(|p| p.join("layer.json").is_file())
+            .map(|r| r.join(kind).join(d.hex()))
+            .find(|p| p.join(marker).is_file())
     }
 
     pub fn layer_dir(&self, d: &Digest) -> PathBuf {
