@@ -205,13 +205,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 None => pull::Platform::host(),
             };
             let log = logger(cli.global.quiet);
+            let progress =
+                lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
             let mut records = Vec::new();
             for name in &images {
                 let reference = Reference::parse(name)?;
                 let opts = pull::Options {
                     platform: platform.clone(),
                     jobs,
-                    log: &log,
+                    progress: progress.as_ref(),
                     offline,
                 };
                 let rec = pull_one(&config, &cache, &reference, opts)?;
@@ -369,12 +371,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         maintain::remove_entry(&cache, &f.path, &log)?;
                         again.extend(f.images.iter().cloned());
                     }
+                    let progress =
+                        lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
                     for name in again {
                         let reference = Reference::parse(&name)?;
                         let opts = pull::Options {
                             platform: pull::Platform::host(),
                             jobs: 3,
-                            log: &log,
+                            progress: progress.as_ref(),
                             offline: false,
                         };
                         pull_one(&config, &cache, &reference, opts)

@@ -10,6 +10,7 @@ pub mod exit;
 pub mod host;
 pub mod lock;
 pub mod probe;
+pub mod progress;
 pub mod pull;
 pub mod reference;
 pub mod registry;

@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cache::{self, Cache, Hashing, ImageRecord, LayerRecord, LayerRef};
+use crate::progress::{Counting, Progress};
 use crate::reference::{Digest, Reference, Remote};
 use crate::registry::{self, Client};
 use crate::unpack;
@@ -254,7 +255,7 @@ enum Source<'a> {
     Registry {
         endpoints: &'a [Endpoint],
         remote: Remote,
-        log: &'a (dyn Fn(&str) + Sync),
+        progress: &'a dyn Progress,
     },
     Local {
         files: Files,
@@ -269,11 +270,12 @@ impl Source<'_> {
             Source::Registry {
                 endpoints,
                 remote,
-                log,
+                progress,
             } => {
                 let what = format!("blob {} of {remote}", d.short());
+                let log = |m: &str| progress.note(m);
                 let reader =
-                    first_answer(endpoints, remote, &what, *log, |e, r| e.client.blob(r, d))?;
+                    first_answer(endpoints, remote, &what, &log, |e, r| e.client.blob(r, d))?;
                 Ok(Box::new(reader))
             }
             Source::Local { files, named } => {
@@ -308,8 +310,8 @@ pub struct Options<'a> {
     pub platform: Platform,
     /// Layers fetched at once.
     pub jobs: usize,
-    /// One line per event, already naming the node; the image is named by the caller.
-    pub log: &'a (dyn Fn(&str) + Sync),
+    /// Where events and transfers are reported (lines or bars); messages name the image.
+    pub progress: &'a dyn Progress,
     /// Use only what the cache holds: no network at all.
     pub offline: bool,
 }
@@ -352,7 +354,8 @@ impl Puller<'_> {
                 if self.opts.offline {
                     return self.cached(&image, remote);
                 }
-                let log = self.opts.log;
+                let log = |m: &str| self.opts.progress.note(m);
+                let log = &log;
                 let what = format!("manifest of {image}");
                 let (bytes, header) = first_answer(self.endpoints, remote, &what, log, |e, r| {
                     e.client.manifest(r, remote.manifest_ref())
@@ -371,7 +374,7 @@ impl Puller<'_> {
                 let source = Source::Registry {
                     endpoints: self.endpoints,
                     remote: remote.clone(),
-                    log,
+                    progress: self.opts.progress,
                 };
                 let (manifest_digest, manifest) =
                     self.select(&image, bytes, digest, &header, |d| {
@@ -703,7 +706,9 @@ impl Puller<'_> {
             Some(b) => b,
             None => {
                 let what = format!("config {} of {image}", config_digest.short());
-                let _lock = self.cache.lock(&config_digest, &what, self.opts.log)?;
+                let _lock = self
+                    .cache
+                    .lock(&config_digest, &what, &|m: &str| self.opts.progress.note(m))?;
                 match self.cache.read_blob(&config_digest)? {
                     Some(b) => b,
                     None => {
@@ -791,9 +796,11 @@ impl Puller<'_> {
             return Ok(p);
         }
         let what = format!("layer {} of {image}", layer.digest.short());
-        let _lock = self.cache.lock(&layer.digest, &what, self.opts.log)?;
+        let _lock = self
+            .cache
+            .lock(&layer.digest, &what, &|m: &str| self.opts.progress.note(m))?;
         if let Some(p) = self.cache.find_layer(&layer.digest) {
-            (self.opts.log)(&format!(
+            self.opts.progress.note(&format!(
                 "{what}: already unpacked by another process ({})",
                 p.display()
             ));
@@ -801,11 +808,16 @@ impl Puller<'_> {
         }
         let dest = self.cache.layer_dir(&layer.digest);
         let started = std::time::Instant::now();
-        (self.opts.log)(&format!(
-            "{what}: fetching {} -> {}",
-            crate::host::human_bytes(layer.size),
-            dest.display()
-        ));
+        let key = layer.digest.as_str();
+        self.opts.progress.begin(
+            key,
+            &format!(
+                "{what}: fetching {} -> {}",
+                crate::host::human_bytes(layer.size),
+                dest.display()
+            ),
+            layer.size,
+        );
         let work = self.cache.work_dir()?;
         let root = work.path().join("root");
         std::fs::create_dir(&root).map_err(|e| cache::Error::Io {
@@ -813,7 +825,11 @@ impl Puller<'_> {
             source: e,
         })?;
 
-        let mut compressed = Hashing::new(source.open(image, &layer.digest)?);
+        let mut compressed = Hashing::new(Counting::new(
+            source.open(image, &layer.digest)?,
+            self.opts.progress,
+            key,
+        ));
         let (stats, diff_id) = {
             let decompressed = unpack::decompress(&mut compressed, &layer.media_type)?;
             let mut tar = Hashing::new(decompressed);
@@ -878,12 +894,15 @@ impl Puller<'_> {
         })?;
         self.cache.publish(work, &dest)?;
         let secs = started.elapsed().as_secs_f64();
-        (self.opts.log)(&format!(
-            "{what}: done, {} in {secs:.1} s ({}/s), {} entries",
-            crate::host::human_bytes(size),
-            crate::host::human_bytes((size as f64 / secs.max(1e-3)) as u64),
-            record.stats.entries
-        ));
+        self.opts.progress.end(
+            key,
+            &format!(
+                "{what}: done, {} in {secs:.1} s ({}/s), {} entries",
+                crate::host::human_bytes(size),
+                crate::host::human_bytes((size as f64 / secs.max(1e-3)) as u64),
+                record.stats.entries
+            ),
+        );
         Ok(dest)
     }
 }

@@ -567,7 +567,7 @@ impl BlobReader<'_> {
     }
 
     fn resume(&mut self) -> std::io::Result<()> {
-        let range = format!("bytes={}-", 0);
+        let range = format!("bytes={}-", self.offset);
         let url = self.url.clone();
         let resp = self
             .client

@@ -394,3 +394,45 @@ fn pulls_a_docker_save_archive() {
         0
     );
 }
+
+#[test]
+fn bars_on_a_terminal_lines_in_a_log() {
+    let env = Env::new();
+    let Some((reg, mut c)) = http(&env) else {
+        return;
+    };
+    let out = run(c.args(["pull", &format!("{reg}/lpmx/layers3")]));
+    let log = stderr(&out);
+    assert!(
+        !log.contains('\u{1b}') && !log.contains('\r'),
+        "no terminal control codes in a log: {log:?}"
+    );
+    let fetching = log.lines().filter(|l| l.contains(": fetching ")).count();
+    let done = log.lines().filter(|l| l.contains(": done, ")).count();
+    assert_eq!(
+        (fetching, done),
+        (4, 4),
+        "a line per layer when it starts and when it ends: {log}"
+    );
+    assert!(
+        log.lines().all(|l| l.starts_with("lpmx-job[")),
+        "every line names the node: {log}"
+    );
+    // Under a pseudo-terminal (util-linux `script`), bars instead.
+    let env2 = Env::new();
+    let cmd = format!(
+        "env HOME={} XDG_CACHE_HOME={} LPMX_SITE_CONFIG=/nonexistent LPMX_INSECURE_REGISTRIES={reg} {} pull {reg}/lpmx/layers3",
+        env2.path("home").display(),
+        env2.path("cache").display(),
+        crate::support::bin().display()
+    );
+    let out = run(Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .env("TERM", "xterm"));
+    assert_eq!(out.status.code(), Some(0));
+    let tty = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        tty.contains('█') || tty.contains('░'),
+        "a progress bar on a terminal: {tty:?}"
+    );
+}
