@@ -98,13 +98,19 @@ fn load_config(g: &Global) -> anyhow::Result<Config> {
 fn open_cache(config: &Config) -> anyhow::Result<Cache> {
     let s = &config.settings;
     let dir = s.cache_dir()?;
-    Cache::open(
+    let mut cache = Cache::open(
         dir,
         std::time::Duration::from_secs(s.cache.lock_timeout),
         s.cache.readonly.clone(),
         s.cache.lock_mode.forced(),
     )
-    .with_context(|| format!("opening the cache {}", dir.display()))
+    .with_context(|| format!("opening the cache {}", dir.display()))?;
+    if let Some(g) = &s.cache.group {
+        cache
+            .share_with_group(g)
+            .with_context(|| format!("sharing the cache {}", dir.display()))?;
+    }
+    Ok(cache)
 }
 
 /// A registry client set up for one registry host: plain HTTP if listed as insecure, its own

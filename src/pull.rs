@@ -883,6 +883,7 @@ impl Puller<'_> {
             source: image.to_string(),
             created: cache::now(),
         };
+        self.cache.share_tree(&root)?;
         let meta = work.path().join("layer.json");
         std::fs::write(
             &meta,

@@ -131,6 +131,7 @@ pub fn image_tree(cache: &Cache, rec: &ImageRecord, log: &dyn Fn(&str)) -> Resul
             let _ = std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode | 0o700));
         }
     }
+    cache.share_tree(&root)?;
     let mnt = work.path().join("mnt");
     std::fs::create_dir(&mnt).map_err(io(&mnt))?;
     let record = TreeRecord {

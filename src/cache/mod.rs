@@ -13,6 +13,7 @@
 
 use std::fs::File;
 use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -49,6 +50,8 @@ pub enum Error {
         expected: String,
         actual: String,
     },
+    #[error("cache.group {group}: {why}")]
+    Group { group: String, why: String },
     #[error("cache record {path} is damaged: {why}; `lpmx-job cache verify --repair` rebuilds it")]
     Damaged { path: PathBuf, why: String },
 }
@@ -154,6 +157,8 @@ pub fn tree_summary(root: &Path) -> Result<TreeSummary> {
 
 pub struct Cache {
     root: PathBuf,
+    /// The group sharing this cache (`cache.group`), when one is set.
+    group: Option<u32>,
     lock_timeout: Duration,
     lock_mode: lock::Mode,
     /// Searched for layers before `root`; never written.
@@ -182,6 +187,7 @@ impl Cache {
         }
         let mut cache = Cache {
             root: root.to_path_buf(),
+            group: None,
             lock_timeout,
             lock_mode: lock::Mode::Flock,
             readonly,
@@ -191,6 +197,83 @@ impl Cache {
             None => cache.recorded_lock_mode()?,
         };
         Ok(cache)
+    }
+
+    /// Shares the cache with a group: its directories become group-owned, group-writable and
+    /// setgid (so everything created below inherits the group), and this process creates
+    /// files group-writable. Refused when the user is not in the group.
+    pub fn share_with_group(&mut self, name: &str) -> Result<()> {
+        let err = |why: String| Error::Group {
+            group: name.to_string(),
+            why,
+        };
+        let gid = group_id(name).ok_or_else(|| err("no such group on this host".into()))?;
+        // SAFETY: getgroups with a zero size only counts; then fills a buffer of that size.
+        let groups: Vec<u32> = unsafe {
+            let n = libc::getgroups(0, std::ptr::null_mut());
+            let mut v = vec![0; n.max(0) as usize];
+            let n = libc::getgroups(n, v.as_mut_ptr());
+            v.truncate(n.max(0) as usize);
+            v
+        };
+        if !groups.contains(&gid) && crate::host::gid() != gid {
+            return Err(err(format!(
+                "you ({}) are not a member; ask the site's administrators to add you, or unset cache.group",
+                crate::host::user_name()
+            )));
+        }
+        // SAFETY: umask only changes this process's file creation mask.
+        unsafe { libc::umask(0o002) };
+        let me = crate::host::uid();
+        for d in std::iter::once(PathBuf::new())
+            .chain([BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES].map(PathBuf::from))
+        {
+            let p = self.root.join(d);
+            let meta = std::fs::metadata(&p).map_err(io(&p))?;
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != me {
+                continue;
+            }
+            std::os::unix::fs::chown(&p, None, Some(gid)).map_err(io(&p))?;
+            std::fs::set_permissions(
+                &p,
+                std::fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o2070),
+            )
+            .map_err(io(&p))?;
+        }
+        self.group = Some(gid);
+        Ok(())
+    }
+
+    /// Gives the group what it needs in a freshly built tree: read on files, and read, write
+    /// and search on directories so any member can prune it later. A no-op without a group.
+    pub fn share_tree(&self, root: &Path) -> Result<()> {
+        if self.group.is_none() {
+            return Ok(());
+        }
+        use std::os::unix::fs::MetadataExt;
+        for e in walkdir::WalkDir::new(root) {
+            let e = e.map_err(|e| Error::Io {
+                path: root.to_path_buf(),
+                source: e.into(),
+            })?;
+            if e.file_type().is_symlink() {
+                continue;
+            }
+            let meta = e.metadata().map_err(|e| Error::Io {
+                path: e.path().unwrap_or(root).to_path_buf(),
+                source: e.into(),
+            })?;
+            let add = if meta.is_dir() { 0o2070 } else { 0o040 };
+            if meta.mode() & add != add {
+                std::fs::set_permissions(
+                    e.path(),
+                    std::fs::Permissions::from_mode(meta.mode() & 0o7777 | add),
+                )
+                .map_err(io(e.path()))?;
+            }
+        }
+        Ok(())
     }
 
     fn recorded_lock_mode(&self) -> Result<lock::Mode> {
@@ -485,6 +568,27 @@ impl Cache {
             }
         }
         n
+    }
+}
+
+fn group_id(name: &str) -> Option<u32> {
+    if let Ok(n) = name.parse::<u32>() {
+        return Some(n);
+    }
+    let cname = std::ffi::CString::new(name).ok()?;
+    // SAFETY: getgrnam_r writes only into the buffers given; the result pointer is checked.
+    unsafe {
+        let mut grp: libc::group = std::mem::zeroed();
+        let mut buf = vec![0u8; 65536];
+        let mut out: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            cname.as_ptr(),
+            &mut grp,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &mut out,
+        );
+        (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
     }
 }
 

@@ -436,3 +436,51 @@ fn bars_on_a_terminal_lines_in_a_log() {
         "a progress bar on a terminal: {tty:?}"
     );
 }
+
+#[test]
+fn a_group_shared_cache_is_setgid_and_group_writable() {
+    use std::os::unix::fs::MetadataExt;
+    let env = Env::new();
+    let Some((reg, mut c)) = http(&env) else {
+        return;
+    };
+    let gid = unsafe { libc::getgid() };
+    let out = run(c
+        .env("LPMX_CACHE_GROUP", gid.to_string())
+        .args(["pull", &format!("{reg}/lpmx/layers3")]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let root = cache(&env);
+    for d in ["", "layers-v1", "blobs-v1", "locks-v1", "tmp-v1"] {
+        let m = std::fs::metadata(root.join(d)).unwrap();
+        assert_eq!(
+            m.mode() & 0o2070,
+            0o2070,
+            "{d}: setgid and group rwx, got {:o}",
+            m.mode()
+        );
+        assert_eq!(m.gid(), gid);
+    }
+    for e in walkdir::WalkDir::new(root.join("layers-v1")) {
+        let e = e.unwrap();
+        if e.file_type().is_dir() {
+            assert_eq!(
+                e.metadata().unwrap().mode() & 0o070,
+                0o070,
+                "{} group-writable",
+                e.path().display()
+            );
+        }
+    }
+    // A group the user is not in is refused, naming it.
+    let env2 = Env::new();
+    let out = run(env2
+        .cmd()
+        .env("LPMX_CACHE_GROUP", "root")
+        .args(["cache", "info"]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("cache.group root") && stderr(&out).contains("not a member"),
+        "{}",
+        stderr(&out)
+    );
+}
