@@ -356,23 +356,46 @@ fn cache_checks(config: &Config, checks: &mut Vec<Check>) -> (bool, Option<&'sta
 
     let mode = match lock::probe(&dir, LOCK_PROBE_DEADLINE) {
         Ok(r) => {
+            // The mode every node of this cache uses: forced by config, else recorded in the
+            // cache by whoever opened it first, else what this host's probe would record.
+            let recorded = std::fs::read_to_string(dir.join(crate::cache::LOCKS).join("MODE"))
+                .ok()
+                .and_then(|t| t.split_whitespace().next()?.parse::<lock::Mode>().ok());
+            let (in_use, why) = match (config.settings.cache.lock_mode.forced(), recorded) {
+                (Some(m), _) => (m, "forced by cache.lock_mode"),
+                (None, Some(m)) => (m, "recorded in the cache"),
+                (None, None) => (r.mode, "probed here; recorded by the first pull"),
+            };
             let mut detail = format!(
-                "mode {}: flock: {}; fcntl OFD locks: {} (in {})",
-                r.mode.as_str(),
+                "mode {} ({why}): flock: {}; fcntl OFD locks: {} (in {})",
+                in_use.as_str(),
                 lock::describe(r.flock),
                 lock::describe(r.fcntl_ofd),
                 dir.display()
             );
-            let (verdict, fix) = match r.mode {
-                lock::Mode::Flock => (Verdict::Ok, None),
-                lock::Mode::FcntlOfd => (Verdict::Ok, None),
-                lock::Mode::LockDir => {
-                    detail.push_str("; falling back to lock directories with a heartbeat (slower)");
-                    (Verdict::Warn, Some("mount the filesystem with flock support (Lustre: -o flock; NFS: a working lockd)".into()))
-                }
+            let works_here = match in_use {
+                lock::Mode::Flock => r.flock == lock::Trial::Excludes,
+                lock::Mode::FcntlOfd => r.fcntl_ofd == lock::Trial::Excludes,
+                lock::Mode::LockDir => true,
             };
+            let (verdict, fix) = if !works_here {
+                detail.push_str("; this host cannot take the locks the cache's other users take");
+                (
+                    Verdict::Fail,
+                    Some("set cache.lock_mode: lockdir for every user of this cache, or mount its filesystem with working locks".into()),
+                )
+            } else if in_use == lock::Mode::LockDir {
+                detail.push_str("; lock directories with a heartbeat (slower than a kernel lock)");
+                (Verdict::Warn, Some("mount the filesystem with flock support (Lustre: -o flock; NFS: a working lockd)".into()))
+            } else {
+                (Verdict::Ok, None)
+            };
+            let usable = works_here;
             checks.push(check("cache locking", verdict, detail, fix));
-            Some(r.mode.as_str())
+            if !usable {
+                return (false, Some(in_use.as_str()));
+            }
+            Some(in_use.as_str())
         }
         Err(e) => {
             checks.push(check(

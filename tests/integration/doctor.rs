@@ -229,3 +229,47 @@ fn batch_and_mpi_environment_are_detected() {
         .unwrap()
         .contains("PMI1"));
 }
+
+#[test]
+fn lock_mode_says_where_it_comes_from() {
+    let env = Env::new();
+    let r = json(&run(env.cmd().args(["doctor", "--json"])));
+    assert!(
+        check(&r, "cache locking")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("probed here"),
+        "{r}"
+    );
+    let out = run(env
+        .cmd()
+        .env("LPMX_LOCK_MODE", "lockdir")
+        .args(["doctor", "--json"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "lock directories still let containers run"
+    );
+    let r = json(&out);
+    assert_eq!(r["lock_mode"], "lockdir");
+    let c = check(&r, "cache locking");
+    assert_eq!(c["verdict"], "warn");
+    assert!(
+        c["detail"]
+            .as_str()
+            .unwrap()
+            .contains("forced by cache.lock_mode"),
+        "{c}"
+    );
+    // Once a cache exists, its recorded mode is what every node uses.
+    let out = run(env.cmd().args(["cache", "info", "--json"]));
+    assert_eq!(json(&out)["lock_mode"], "flock");
+    let r = json(&run(env.cmd().args(["doctor", "--json"])));
+    assert!(
+        check(&r, "cache locking")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("mode flock (recorded in the cache)"),
+        "{r}"
+    );
+}
