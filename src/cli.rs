@@ -72,6 +72,36 @@ pub enum Command {
         #[arg(required = true, value_name = "IMAGE")]
         images: Vec<String>,
     },
+    /// Find images: Docker Hub's search, or a registry's catalog with --registry.
+    Search {
+        /// A word in the image's name (and, on Docker Hub, its description).
+        term: String,
+        /// Search this registry's catalog (`host:port`) instead of Docker Hub.
+        #[arg(long, value_name = "HOST")]
+        registry: Option<String>,
+        /// At most this many results.
+        #[arg(long, default_value_t = 25, value_name = "N")]
+        limit: usize,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Store credentials for a registry (in the Docker config, where `docker login` puts them).
+    Login {
+        /// The registry, as in `ghcr.io` or `host:port`; Docker Hub when omitted.
+        registry: Option<String>,
+        /// User name.
+        #[arg(short, long)]
+        username: String,
+        /// Read the password from standard input (else it is asked for on the terminal).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Remove stored credentials for a registry.
+    Logout {
+        /// The registry; Docker Hub when omitted.
+        registry: Option<String>,
+    },
     /// List the tags of a repository in its registry.
     Tags {
         /// Repository, as in `alpine` or `host:port/repo`.
@@ -82,6 +112,13 @@ pub enum Command {
         #[command(subcommand)]
         command: CacheCommand,
     },
+    /// Run a command in a container of an image (pulled first when the cache lacks it).
+    ///
+    /// Enters a user and a mount namespace and execs the command in place: it keeps the job's
+    /// pid, stdin/stdout/stderr, signals and environment (scheduler and MPI variables win over
+    /// the image's). The root is read-only unless --write. Exit status: the command's; 125
+    /// lpmx-job failed, 126 not executable, 127 not found.
+    Run(RunArgs),
     /// Check what this host allows: namespaces, mounts, the cache's filesystem and locks.
     ///
     /// Exits 0 when containers can run here, 1 when they cannot; every failing line says
@@ -139,4 +176,45 @@ pub enum ConfigCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+/// Options of `run`; the command-line contract is in shared/DESIGN.md.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Set KEY=VALUE inside (repeatable); wins over the host's, the image's and LPMXENV_*.
+    #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+    pub env: Vec<String>,
+    /// Bind a host path inside (repeatable): SRC[:DST[:ro]], DST defaulting to SRC.
+    #[arg(short = 'b', long = "bind", value_name = "SRC[:DST[:ro]]")]
+    pub bind: Vec<String>,
+    /// Working directory inside [default: the image's WorkingDir, else the current directory
+    /// when bound, else /].
+    #[arg(short = 'w', long, value_name = "DIR")]
+    pub workdir: Option<PathBuf>,
+    /// Appear as root (uid 0) inside; files you create are still yours outside.
+    #[arg(long)]
+    pub fakeroot: bool,
+    /// Writable root: changes vanish with the task, or with --write=DIR persist in DIR.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, require_equals = true)]
+    pub write: Option<Option<PathBuf>>,
+    /// Start from the image's environment: only HOME, USER and TERM come from the host (plus
+    /// LPMXENV_* and -e).
+    #[arg(long)]
+    pub cleanenv: bool,
+    /// Put the image's Entrypoint in front of CMD.
+    #[arg(long)]
+    pub use_entrypoint: bool,
+    /// Platform to pick from a multi-platform image, as os/arch[/variant].
+    #[arg(long, value_name = "PLATFORM")]
+    pub platform: Option<String>,
+    /// The image: NAME[:TAG], HOST:PORT/REPO:TAG, REPO@sha256:..., oci:DIR[:TAG].
+    #[arg(value_name = "IMAGE")]
+    pub image: String,
+    /// The command and its arguments [default: the image's Entrypoint and Cmd].
+    #[arg(
+        value_name = "CMD",
+        trailing_var_arg = true,
+        allow_hyphen_values = true
+    )]
+    pub cmd: Vec<String>,
 }

@@ -88,14 +88,14 @@ fn report_error(e: &anyhow::Error, verbose: u8) {
     }
 }
 
-fn load_config(g: &Global) -> anyhow::Result<Config> {
+pub(crate) fn load_config(g: &Global) -> anyhow::Result<Config> {
     let mut inputs = config::Inputs::from_process();
     inputs.config_flag = g.config.clone();
     inputs.cache_flag = g.cache.clone();
     Ok(Config::load(&inputs)?)
 }
 
-fn open_cache(config: &Config) -> anyhow::Result<Cache> {
+pub(crate) fn open_cache(config: &Config) -> anyhow::Result<Cache> {
     let s = &config.settings;
     let dir = s.cache_dir()?;
     let mut cache = Cache::open(
@@ -116,6 +116,10 @@ fn open_cache(config: &Config) -> anyhow::Result<Cache> {
 /// A registry client set up for one registry host: plain HTTP if listed as insecure, its own
 /// CA file if the config names one, credentials from the Docker config.
 fn client_for(config: &Config, host: &str) -> anyhow::Result<Client> {
+    Ok(Client::new(client_options(config, host)?)?)
+}
+
+fn client_options(config: &Config, host: &str) -> anyhow::Result<ClientOptions> {
     let s = &config.settings;
     let entry = s.registries.get(host);
     let mut insecure = s.registry.insecure.clone();
@@ -138,12 +142,12 @@ fn client_for(config: &Config, host: &str) -> anyhow::Result<Client> {
             lpmx_job::host::hostname()
         );
     }
-    Ok(Client::new(ClientOptions {
+    Ok(ClientOptions {
         insecure,
         ca_files,
         retry: registry::RetryPolicy::default(),
         credentials: found.credentials,
-    })?)
+    })
 }
 
 /// The registries to ask for an image: its configured mirrors, then its own registry.
@@ -166,7 +170,7 @@ fn endpoints_for(config: &Config, remote: &Remote) -> anyhow::Result<Vec<pull::E
         .collect()
 }
 
-fn pull_one(
+pub(crate) fn pull_one(
     config: &Config,
     cache: &Cache,
     reference: &Reference,
@@ -299,6 +303,109 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             Ok(exit::OK)
         }
+        Command::Search {
+            term,
+            registry,
+            limit,
+            json,
+        } => {
+            let config = load_config(&cli.global)?;
+            let hits: Vec<registry::SearchHit> = match &registry {
+                Some(host) => {
+                    let remote = Remote::parse(&format!("{host}/x"))?;
+                    let client = client_for(&config, &remote.registry)?;
+                    let remote = Remote {
+                        repository: String::new(),
+                        ..remote
+                    };
+                    client
+                        .catalog(&remote)
+                        .with_context(|| format!("listing the catalog of {host}"))?
+                        .into_iter()
+                        .filter(|n| n.contains(&term))
+                        .take(limit)
+                        .map(|name| registry::SearchHit {
+                            name,
+                            description: String::new(),
+                            stars: 0,
+                            official: false,
+                        })
+                        .collect()
+                }
+                None => client_for(&config, lpmx_job::reference::DOCKER_HUB)?
+                    .hub_search(&term, limit)
+                    .with_context(|| format!("searching Docker Hub for {term:?}"))?,
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&hits)?);
+            } else {
+                for h in &hits {
+                    let prefix = registry
+                        .as_deref()
+                        .map(|r| format!("{r}/"))
+                        .unwrap_or_default();
+                    let mark = if h.official { " [official]" } else { "" };
+                    if h.description.is_empty() && h.stars == 0 {
+                        println!("{prefix}{}{mark}", h.name);
+                    } else {
+                        println!(
+                            "{prefix}{:<40} {:>7}  {}{mark}",
+                            h.name, h.stars, h.description
+                        );
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+        Command::Login {
+            registry: host,
+            username,
+            password_stdin,
+        } => {
+            let config = load_config(&cli.global)?;
+            let host = host.unwrap_or_else(|| lpmx_job::reference::DOCKER_HUB.to_string());
+            let password = read_password(password_stdin)?;
+            let creds = registry::Credentials {
+                user: username,
+                password,
+            };
+            let mut client_opts = client_options(&config, &host)?;
+            client_opts.credentials =
+                std::collections::HashMap::from([(host.clone(), creds.clone())]);
+            let client = Client::new(client_opts)?;
+            let remote = Remote {
+                registry: host.clone(),
+                repository: String::new(),
+                tag: None,
+                digest: None,
+            };
+            client
+                .check_login(&remote)
+                .with_context(|| format!("logging in to {host}"))?;
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let path = registry::docker_config_path(&env)
+                .context("no HOME or DOCKER_CONFIG to store credentials in")?;
+            registry::store_credentials(&path, &host, Some(&creds))
+                .with_context(|| format!("writing {}", path.display()))?;
+            logger(cli.global.quiet)(&format!(
+                "{host}: logged in as {}; credentials stored in {}",
+                creds.user,
+                path.display()
+            ));
+            Ok(exit::OK)
+        }
+        Command::Logout { registry: host } => {
+            let host = host.unwrap_or_else(|| lpmx_job::reference::DOCKER_HUB.to_string());
+            let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
+            let path = registry::docker_config_path(&env).context("no HOME or DOCKER_CONFIG")?;
+            registry::store_credentials(&path, &host, None)
+                .with_context(|| format!("writing {}", path.display()))?;
+            logger(cli.global.quiet)(&format!(
+                "{host}: credentials removed from {}",
+                path.display()
+            ));
+            Ok(exit::OK)
+        }
         Command::Tags { repository } => {
             let config = load_config(&cli.global)?;
             let remote = Remote::parse(&repository)?;
@@ -414,6 +521,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
+        Command::Run(args) => crate::run_cmd::run(&cli.global, args),
         Command::Doctor { json } => {
             let config = load_config(&cli.global)?;
             let report = doctor::run(&config);
@@ -459,6 +567,40 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
     }
+}
+
+/// The password for `login`: a line of standard input, or typed at the terminal unechoed.
+fn read_password(from_stdin: bool) -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !from_stdin && !stdin.is_terminal() {
+        anyhow::bail!(
+            "no terminal to ask for the password on: pass --password-stdin and pipe it in"
+        );
+    }
+    let mut line = String::new();
+    if from_stdin {
+        stdin.lock().read_line(&mut line)?;
+    } else {
+        eprint!("Password: ");
+        // SAFETY: termios calls on standard input, restoring the saved settings afterwards.
+        unsafe {
+            let mut t: libc::termios = std::mem::zeroed();
+            libc::tcgetattr(0, &mut t);
+            let saved = t;
+            t.c_lflag &= !libc::ECHO;
+            libc::tcsetattr(0, libc::TCSANOW, &t);
+            let r = stdin.lock().read_line(&mut line);
+            libc::tcsetattr(0, libc::TCSANOW, &saved);
+            eprintln!();
+            r?;
+        }
+    }
+    let password = line.trim_end_matches(['\n', '\r']).to_string();
+    if password.is_empty() {
+        anyhow::bail!("empty password");
+    }
+    Ok(password)
 }
 
 fn human_age(secs: u64) -> String {

@@ -33,7 +33,11 @@ pub const KEEP_NAMES: &[&str] = &[
     // the GPUs the scheduler gave this task
     "CUDA_VISIBLE_DEVICES",
     // who and where the user is
-    "HOME", "USER", "LOGNAME", "TERM", "TMPDIR",
+    "HOME",
+    "USER",
+    "LOGNAME",
+    "TERM",
+    "TMPDIR",
 ];
 
 /// What `--cleanenv` still takes from the host.
@@ -131,8 +135,9 @@ pub fn container_env(i: &Inputs) -> Result<Outcome> {
     let mut image_path = false;
     for entry in i.image {
         let Some((k, v)) = entry.split_once('=').filter(|(k, _)| !k.is_empty()) else {
-            out.notes
-                .push(format!("image Env entry {entry:?} is not KEY=VALUE; ignored"));
+            out.notes.push(format!(
+                "image Env entry {entry:?} is not KEY=VALUE; ignored"
+            ));
             continue;
         };
         if k == "PATH" {

@@ -6,6 +6,7 @@
 pub mod cache;
 pub mod config;
 pub mod doctor;
+pub mod environ;
 pub mod exit;
 pub mod host;
 pub mod lock;
@@ -15,6 +16,7 @@ pub mod pull;
 pub mod reference;
 pub mod registry;
 pub mod rootfs;
+pub mod runtime;
 pub mod scheduler;
 pub mod unpack;
 pub mod userns;

@@ -2,6 +2,7 @@
 
 mod cli;
 mod commands;
+mod run_cmd;
 
 fn main() -> std::process::ExitCode {
     std::process::ExitCode::from(commands::main())

@@ -127,6 +127,9 @@ pub struct Client {
     credentials: HashMap<String, Credentials>,
     /// Bearer tokens by (registry, scope), reused until they expire.
     tokens: Mutex<HashMap<(String, String), Token>>,
+    /// Registries that asked for Basic auth: only they get the stored password, and only
+    /// after asking (Docker's habit; a token registry never sees it outside its token service).
+    basic: Mutex<std::collections::HashSet<String>>,
 }
 
 pub struct ClientOptions {
@@ -163,19 +166,18 @@ impl Client {
             retry: opts.retry,
             credentials: opts.credentials,
             tokens: Mutex::new(HashMap::new()),
+            basic: Mutex::new(std::collections::HashSet::new()),
         })
     }
 
-    fn url(&self, r: &Remote, path: &str) -> String {
-        let scheme = if self
-            .insecure
+    fn is_insecure(&self, r: &Remote) -> bool {
+        self.insecure
             .iter()
             .any(|h| h == &r.registry || h == r.api_host())
-        {
-            "http"
-        } else {
-            "https"
-        };
+    }
+
+    fn url(&self, r: &Remote, path: &str) -> String {
+        let scheme = if self.is_insecure(r) { "http" } else { "https" };
         format!("{scheme}://{}/v2/{}/{path}", r.api_host(), r.repository)
     }
 
@@ -198,7 +200,12 @@ impl Client {
             tries += 1;
             let last = tries >= self.retry.attempts;
             match attempt() {
-                Err(e) if !last && (e.is_connect() || e.is_timeout() || e.is_request()) => {
+                // A certificate the client rejects will be rejected again: no point retrying.
+                Err(e)
+                    if !last
+                        && !is_certificate_error(&e)
+                        && (e.is_connect() || e.is_timeout() || e.is_request()) =>
+                {
                     std::thread::sleep(delay);
                 }
                 Err(source) => {
@@ -247,12 +254,24 @@ impl Client {
                     .map(|t| t.value.clone());
                 if let Some(token) = token {
                     req = req.header(AUTHORIZATION, format!("Bearer {token}"));
-                } else if let Some(c) = self.basic_for(r) {
-                    req = req.basic_auth(&c.user, Some(&c.password));
+                } else if self.basic.lock().unwrap().contains(&r.registry) {
+                    if let Some(c) = self.basic_for(r) {
+                        req = req.basic_auth(&c.user, Some(&c.password));
+                    }
                 }
                 req.send()
             })?;
             let status = resp.status();
+            if status == StatusCode::UNAUTHORIZED
+                && renewed
+                && self.basic.lock().unwrap().contains(&r.registry)
+            {
+                return Err(Error::Auth {
+                    registry: r.registry.clone(),
+                    repository: r.repository.clone(),
+                    why: "the stored credentials were refused".into(),
+                });
+            }
             if status == StatusCode::UNAUTHORIZED && !renewed {
                 renewed = true;
                 let challenge = resp
@@ -301,11 +320,13 @@ impl Client {
                 let realm = params
                     .get("realm")
                     .ok_or_else(|| auth_err("Bearer challenge without a realm".into()))?;
+                // A login check (no repository) asks for a token of no particular scope.
                 let scope = params
                     .get("scope")
                     .cloned()
-                    .unwrap_or_else(|| Self::scope(r));
-                let mut query = vec![("scope", scope)];
+                    .or_else(|| (!r.repository.is_empty()).then(|| Self::scope(r)));
+                let mut query: Vec<(&str, String)> =
+                    scope.map(|s| ("scope", s)).into_iter().collect();
                 if let Some(s) = params.get("service") {
                     query.push(("service", s.clone()));
                 }
@@ -355,7 +376,11 @@ impl Client {
                 Ok(())
             }
             "basic" if creds.is_some() => {
-                Err(auth_err("the stored credentials were refused".into()))
+                if self.basic.lock().unwrap().insert(r.registry.clone()) {
+                    Ok(())
+                } else {
+                    Err(auth_err("the stored credentials were refused".into()))
+                }
             }
             "basic" => Err(auth_err(
                 "Basic authentication is required and no credentials are stored".into(),
@@ -413,18 +438,41 @@ impl Client {
     /// Lists tags of a repository (`lpmx-job tags`), following `Link: <...>; rel="next"`
     /// pages as registries that paginate (Quay, ECR, Harbor) send them.
     pub fn tags(&self, r: &Remote) -> Result<Vec<String>> {
-        let mut url = self.url(r, "tags/list");
-        let mut tags = Vec::new();
+        let url = self.url(r, "tags/list");
+        self.paged_list(r, url, "tags", &format!("tag list of {}", r.repository))
+    }
+
+    /// The repositories a registry lists (`/v2/_catalog`), for `lpmx-job search`.
+    pub fn catalog(&self, r: &Remote) -> Result<Vec<String>> {
+        let scheme = if self.is_insecure(r) { "http" } else { "https" };
+        let url = format!("{scheme}://{}/v2/_catalog?n=1000", r.api_host());
+        self.paged_list(
+            r,
+            url,
+            "repositories",
+            &format!("catalog of {}", r.registry),
+        )
+    }
+
+    /// Follows `Link: rel="next"` (same origin only: the requests carry credentials).
+    fn paged_list(
+        &self,
+        r: &Remote,
+        mut url: String,
+        field: &str,
+        what: &str,
+    ) -> Result<Vec<String>> {
+        let mut out = Vec::new();
         for _ in 0..MAX_TAG_PAGES {
             let resp = self.send(r, &url, &|h| h.get(&url))?;
             let next = next_link(&resp).and_then(|l| same_origin_link(&url, &l));
             let v: serde_json::Value = resp.json().map_err(|e| Error::Body {
                 registry: r.registry.clone(),
-                what: format!("tag list of {}", r.repository),
+                what: what.to_string(),
                 source: std::io::Error::other(e),
             })?;
-            tags.extend(
-                v["tags"]
+            out.extend(
+                v[field]
                     .as_array()
                     .into_iter()
                     .flatten()
@@ -435,8 +483,65 @@ impl Client {
                 _ => break,
             }
         }
-        Ok(tags)
+        Ok(out)
     }
+
+    /// Checks that the stored credentials open the registry (`lpmx-job login`): `GET /v2/`
+    /// through the usual challenge, which fails with `Error::Auth` when they are refused.
+    pub fn check_login(&self, r: &Remote) -> Result<()> {
+        let scheme = if self.is_insecure(r) { "http" } else { "https" };
+        let url = format!("{scheme}://{}/v2/", r.api_host());
+        self.send(r, &url, &|h| h.get(&url)).map(drop)
+    }
+
+    /// Docker Hub's search (`index.docker.io/v1/search`), which other registries do not offer.
+    pub fn hub_search(&self, term: &str, limit: usize) -> Result<Vec<SearchHit>> {
+        let url = "https://index.docker.io/v1/search";
+        let n = limit.to_string();
+        let resp = self
+            .http
+            .get(url)
+            .query(&[("q", term), ("n", n.as_str())])
+            .send()
+            .map_err(|source| Error::Connect {
+                registry: DOCKER_HUB.into(),
+                url: url.into(),
+                source,
+            })?;
+        if !resp.status().is_success() {
+            let status = resp.status();
+            return Err(Error::Status {
+                registry: DOCKER_HUB.into(),
+                url: url.into(),
+                status,
+                body: resp.text().unwrap_or_default(),
+            });
+        }
+        let v: serde_json::Value = resp.json().map_err(|e| Error::Body {
+            registry: DOCKER_HUB.into(),
+            what: "search results".into(),
+            source: std::io::Error::other(e),
+        })?;
+        Ok(v["results"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|h| SearchHit {
+                name: h["name"].as_str().unwrap_or("").to_string(),
+                description: h["description"].as_str().unwrap_or("").to_string(),
+                stars: h["star_count"].as_u64().unwrap_or(0),
+                official: h["is_official"].as_bool().unwrap_or(false),
+            })
+            .collect())
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct SearchHit {
+    pub name: String,
+    pub description: String,
+    pub stars: u64,
+    pub official: bool,
 }
 
 /// The target of a `Link` header's `rel="next"` entry.
@@ -518,6 +623,18 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + m * 60 + sec;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    let mut cause: Option<&dyn std::error::Error> = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string().to_ascii_lowercase();
+        if text.contains("certificate") || text.contains("unknownissuer") {
+            return true;
+        }
+        cause = c.source();
+    }
+    false
 }
 
 /// Splits `Bearer realm="https://auth",service="x",scope="repository:a:pull"`.
@@ -695,6 +812,77 @@ pub fn docker_credentials(env: &BTreeMap<String, String>, registry: &str) -> Doc
             )],
         },
     }
+}
+
+/// The Docker config file `docker login` writes: `$DOCKER_CONFIG/config.json`, else
+/// `$HOME/.docker/config.json`.
+pub fn docker_config_path(env: &BTreeMap<String, String>) -> Option<PathBuf> {
+    env.get("DOCKER_CONFIG")
+        .map(PathBuf::from)
+        .or_else(|| {
+            env.get("HOME")
+                .map(|h| std::path::Path::new(h).join(".docker"))
+        })
+        .map(|d| d.join("config.json"))
+}
+
+/// Stores (or with `None` removes) a registry's `auths` entry in a Docker config file, keeping
+/// everything else in it; written to a temporary file, mode 0600, and renamed into place.
+pub fn store_credentials(
+    path: &std::path::Path,
+    registry: &str,
+    creds: Option<&Credentials>,
+) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut v: serde_json::Value = match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| {
+            std::io::Error::other(format!(
+                "{}: not valid JSON ({e}); fix or move it",
+                path.display()
+            ))
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => serde_json::json!({}),
+        Err(e) => return Err(e),
+    };
+    if !v["auths"].is_object() {
+        v["auths"] = serde_json::json!({});
+    }
+    // Docker files Docker Hub under its historic index address.
+    let key = if registry == DOCKER_HUB {
+        DOCKER_HUB_INDEX.to_string()
+    } else {
+        registry.to_string()
+    };
+    let auths = v["auths"].as_object_mut().expect("made an object above");
+    match creds {
+        Some(c) => {
+            let auth = base64::engine::general_purpose::STANDARD
+                .encode(format!("{}:{}", c.user, c.password));
+            auths.insert(key, serde_json::json!({ "auth": auth }));
+        }
+        None => {
+            auths.remove(&key);
+        }
+    }
+    let dir = path.parent().unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!(".config.json.{}", std::process::id()));
+    let mut f = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)?
+    };
+    f.write_all(
+        serde_json::to_string_pretty(&v)
+            .expect("serializes")
+            .as_bytes(),
+    )?;
+    f.sync_data()?;
+    std::fs::rename(&tmp, path)
 }
 
 /// Reads the credential parts of a Docker `config.json`; entries it cannot use are skipped.
@@ -1476,8 +1664,10 @@ mod tests {
             stub.client(&[("u", "p")]).tags(&stub.remote()).unwrap(),
             ["a"]
         );
+        // The password goes out only after the registry asked for Basic auth.
+        assert_eq!(stub.seen()[0].header("authorization"), None);
         assert_eq!(
-            stub.seen()[0].header("authorization"),
+            stub.seen()[1].header("authorization"),
             Some(basic("u", "p").as_str())
         );
         let err = stub

@@ -107,12 +107,11 @@ chmod 700 "$WORK/xdg-run"
 install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
 
 # Run as the bench user with a clean environment. Extra VAR=value pairs go before the command.
-as_user() {
-    runuser -u "$BENCH_USER" -- env -i \
-        HOME="$BENCH_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER" \
-        PATH="$WORK/bin:$SYS_PATH" LANG=C.UTF-8 \
-        XDG_RUNTIME_DIR="$WORK/xdg-run" TMPDIR="$U/tmp" "$@"
-}
+AS_USER=(runuser -u "$BENCH_USER" -- env -i
+    HOME="$BENCH_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER"
+    PATH="$WORK/bin:$SYS_PATH" LANG=C.UTF-8
+    XDG_RUNTIME_DIR="$WORK/xdg-run" TMPDIR="$U/tmp")
+as_user() { "${AS_USER[@]}" "$@"; }
 
 # ---------------------------------------------------------------- 2. the image
 IMG=$BENCH_CACHE/oci        # OCI layout, tag "mpi"
@@ -167,7 +166,6 @@ MANIFEST=$(manifest_blob)
 IMG_COMPRESSED=$(jq '[.layers[].size] | add' "$MANIFEST")
 IMG_LAYERS=$(jq -r '[.layers[].size | tostring] | join(" ")' "$MANIFEST")
 LARGEST_LAYER=$(jq -r '.layers | max_by(.size) | .digest' "$MANIFEST")
-LARGEST_LAYER_BLOB=$IMG/blobs/sha256/${LARGEST_LAYER#sha256:}
 mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}'; }
 # shellcheck disable=SC2153
 log "image: 3 layers, $(mib "$IMG_COMPRESSED") MiB compressed ($IMG_LAYERS bytes), $(mib "$IMG_UNCOMPRESSED") MiB as tar, $IMG_FILES paths"
@@ -262,17 +260,18 @@ tool_label() {
 }
 
 declare -A TIMES=() RSS=() USR=() SYS=() FAILS=()
+# fresh_dir NAME: a new empty directory under $U owned by the bench user. Nothing is deleted
+# until the script exits: see "settle" below.
+fresh_dir() {
+    mkdir "$U/$1" && chown "$BENCH_USER:" "$U/$1" && echo "$U/$1"
+}
 # run_one TOOL KEY TAG [STORE]: time one pull of TOOL as the bench user and file the figures
-# under KEY. Without STORE, a fresh empty directory is made (and removed afterwards).
+# under KEY. Without STORE, a fresh empty directory is made.
 run_one() {
     local tool=$1 key=$2 tag=$3 s=${4:-} cmd tf lf t m cu cs p missing
-    if [ -z "$s" ]; then
-        s=$U/run-$tool-$tag
-        rm -rf "$s"; mkdir -p "$s"; chown "$BENCH_USER:" "$s"
-    fi
+    [ -n "$s" ] || s=$(fresh_dir "run-$tool-$tag")
     cmd=$(tool_cmd "$tool" "$s")
     tf=$U/time-$tool-$tag; lf=$WORK/logs/$tool-$tag.log
-    rm -f "$tf"
     sync
     # GNU time inside runuser: it times the tool alone; %M is the peak RSS (KiB) of the
     # largest process of the tool's tree.
@@ -298,6 +297,16 @@ run_one() {
     fi
 }
 
+# Settle. This machine's root file system is ext4 *without a journal*; there, allocating an
+# inode skips every inode of the group deleted in the last ~30 s (recently_deleted() in
+# fs/ext4/ialloc.c), and each skip is a buffer-cache lookup. Right after an 11,000-file tree
+# is deleted, creating the next one costs several times the system time (seen: lpmx-job
+# 2 s -> 10 s). So nothing is deleted while measuring (every run gets a new directory, all
+# removed at exit), and measuring starts only once earlier deletions are older than that.
+SETTLE=${SETTLE:-35}
+log "settling ${SETTLE}s so that earlier deletions (set-up, a previous run) do not tax inode allocation"
+sleep "$SETTLE"
+
 read -r -a tools <<<"$TOOLS"
 LAST_LPMX=
 START=$SECONDS
@@ -308,11 +317,6 @@ for ((r = 1; r <= ROUNDS; r++)); do
         t=${tools[$(((k + r - 1) % ${#tools[@]}))]}
         run_one "$t" "$t" "round$r"
         if [ "$t" = lpmx ]; then LAST_LPMX=$U/run-lpmx-round$r; fi
-        # Keep the newest lpmx cache for the warm pulls; drop every other store.
-        for old in "$U"/run-*; do
-            if [ -e "$old" ] && [ "$old" != "${LAST_LPMX:-}" ]; then rm -rf "$old"; fi
-        done
-        rm -rf "${SHORT:?}"/run-*
     done
 done
 
@@ -323,45 +327,58 @@ if [ -n "$WARM_STORE" ] && [ -d "$WARM_STORE/cache" ] && [ -n "${TIMES[lpmx]:-}"
         run_one lpmx lpmx-warm "warm$r" "$WARM_STORE"
     done
 fi
-rm -rf "$U"/run-*
 BENCH_SECONDS=$((SECONDS - START))
 
 # ---------------------------------------------------------------- diagnostics
 DIAG_LINES=()
 if [ "$DIAG" = 1 ]; then
-    log "diagnostics on the largest layer"
-    dtime() {  # prints elapsed seconds of "$@" run as the bench user, output discarded
+    log "diagnostics"
+    dtime() {  # one run of "$1" as the bench user, output discarded
+        sync
         as_user /usr/bin/time -f '%e %U %S' -o "$U/dt" sh -c "$1" >/dev/null 2>"$WORK/logs/diag.err" || { echo "failed: $(tail -n1 "$WORK/logs/diag.err")"; return; }
         tail -n1 "$U/dt" | awk '{printf "%s s wall (user %s s, sys %s s)", $1, $2, $3}'
     }
-    cp "$LARGEST_LAYER_BLOB" "$U/largest.tar.gz"; chown "$BENCH_USER:" "$U/largest.tar.gz"
-    cat "$U/largest.tar.gz" >/dev/null
-    g=$(dtime "gzip -dc $U/largest.tar.gz > /dev/null")
-    p=$(dtime "python3 -c 'import zlib,sys; d=zlib.decompressobj(31); f=open(\"$U/largest.tar.gz\",\"rb\")
+    layout=$(fresh_dir layout)
+    cp -a "$IMG/." "$layout/"; chown -R "$BENCH_USER:" "$layout"
+    cat "$layout"/blobs/sha256/* >/dev/null
+    big=$layout/blobs/sha256/${LARGEST_LAYER#sha256:}
+    mapfile -t blobs < <(jq -r '.layers[].digest | sub("sha256:"; "")' "$MANIFEST")
+    nfiles=$(gzip -dc "$big" | tar -tf - | wc -l)
+    g=$(dtime "gzip -dc $big > /dev/null")
+    p=$(dtime "python3 -c 'import zlib; d=zlib.decompressobj(31); f=open(\"$big\",\"rb\")
 while (b:=f.read(1<<20)): d.decompress(b)'")
-    s=$(dtime "sha256sum $U/largest.tar.gz")
-    gzip -dc "$U/largest.tar.gz" >"$U/largest.tar"; chown "$BENCH_USER:" "$U/largest.tar"
-    nfiles=$(tar -tf "$U/largest.tar" | wc -l)
-    mkdir -p "$U/x1"; chown "$BENCH_USER:" "$U/x1"; sync
-    x=$(dtime "tar -C $U/x1 --no-same-owner -xf $U/largest.tar")
-    rm -rf "$U/x1"; mkdir -p "$U/x2"; chown "$BENCH_USER:" "$U/x2"; sync
-    xz=$(dtime "tar -C $U/x2 --no-same-owner -xzf $U/largest.tar.gz")
-    rm -rf "$U/x2"
-    # lpmx-job from the local OCI layout: the same unpack path with no network and no TLS.
-    cp -a "$IMG" "$U/layout"; chown -R "$BENCH_USER:" "$U/layout"
-    mkdir -p "$U/lc"; chown "$BENCH_USER:" "$U/lc"; sync
-    lo=$(dtime "lpmx-job --cache $U/lc/cache pull oci:$U/layout:mpi")
-    rm -rf "$U/lc"; mkdir -p "$U/lc"; chown "$BENCH_USER:" "$U/lc"; sync
-    lo1=$(dtime "lpmx-job --cache $U/lc/cache pull --jobs 1 oci:$U/layout:mpi")
-    rm -rf "$U/lc" "$U/layout" "$U/largest.tar" "$U/largest.tar.gz"
-    DIAG_LINES+=("| largest layer | $(mib "$(stat -c %s "$LARGEST_LAYER_BLOB")") MiB gzip, $nfiles tar members |")
+    h=$(dtime "sha256sum $big")
+    d=$(fresh_dir tar-all)
+    xz=$(dtime "for b in ${blobs[*]}; do tar -C $d --no-same-owner -xzf $layout/blobs/sha256/\$b || exit 1; done")
+    d=$(fresh_dir lpmx-oci-j3)
+    lo=$(dtime "lpmx-job --cache $d/cache pull oci:$layout:mpi")
+    d=$(fresh_dir lpmx-oci-j1)
+    lo1=$(dtime "lpmx-job --cache $d/cache pull --jobs 1 oci:$layout:mpi")
+    # A kernel profile of one pull (software clock: no PMU in most VMs), self time by symbol.
+    PERF_LINES=()
+    if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null 2>&1; then
+        d=$(fresh_dir lpmx-perf)
+        sync
+        if perf record -q -e cpu-clock -g -o "$WORK/perf.data" -- "${AS_USER[@]}" \
+            lpmx-job --cache "$d/cache" pull "oci:$layout:mpi" >"$WORK/logs/perf.log" 2>&1; then
+            mapfile -t PERF_LINES < <(perf report -i "$WORK/perf.data" --no-children --sort dso,sym \
+                --stdio -g none --percent-limit 1.5 2>/dev/null | grep '%' | grep -v '^#' | head -n 12 |
+                sed 's/^ *//; s/  */ /g')
+        fi
+    fi
+    # The ext4-without-journal effect described at "settle", shown: delete every tree pulled
+    # so far (all rounds, all tools), then pull again at once.
+    rm -rf "$U"/run-* "$U"/lpmx-oci-* "$U"/tar-all "$U"/lpmx-perf "$SHORT"/run-*
+    d=$(fresh_dir lpmx-oci-after-rm)
+    lr=$(dtime "lpmx-job --cache $d/cache pull oci:$layout:mpi")
+    DIAG_LINES+=("| largest layer | $(mib "$(stat -c %s "$big")") MiB gzip, $nfiles tar members |")
     DIAG_LINES+=("| \`gzip -dc\` of it to /dev/null | $g |")
     DIAG_LINES+=("| Python zlib (same zlib as ch-image's tarfile) decompress of it | $p |")
-    DIAG_LINES+=("| \`sha256sum\` of it | $s |")
-    DIAG_LINES+=("| GNU \`tar -x\` of it, already decompressed | $x |")
-    DIAG_LINES+=("| GNU \`tar -xz\` of it (decompress + extract) | $xz |")
+    DIAG_LINES+=("| \`sha256sum\` of it | $h |")
+    DIAG_LINES+=("| GNU \`tar -xzf\` of the 3 layers in turn into one tree (local files) | $xz |")
     DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` whole image, no network, \`--jobs 3\` (default) | $lo |")
     DIAG_LINES+=("| \`lpmx-job pull --jobs 1 oci:LAYOUT\` whole image, no network | $lo1 |")
+    DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` again, right after \`rm -rf\` of all the stores above | $lr |")
 fi
 
 # ---------------------------------------------------------------- 5. table
@@ -388,15 +405,23 @@ row() {  # KEY LABEL
     echo "| $label | $med | $rng ($n runs) | $ratio | $(median <<<"${USR[$key]}") / $(median <<<"${SYS[$key]}") | $(awk -v k="$rssmed" 'BEGIN{printf "%.0f", k/1024}') | $note |"
 }
 ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
+FS_DEV=$(df --output=source "$WORK" | tail -n1)
+FS_TYPE=$(df --output=fstype "$WORK" | tail -n1)
+FS_NOTE=$FS_TYPE
+if [ "$FS_TYPE" = ext4 ] && [ -d /proc/fs/jbd2 ]; then
+    # A journalled ext4 has a jbd2 entry named after its device (vda-8).
+    if compgen -G "/proc/fs/jbd2/${FS_DEV##*/}-*" >/dev/null; then FS_NOTE="ext4 with journal"
+    else FS_NOTE="ext4 without journal (no /proc/fs/jbd2 entry)"; fi
+fi
 {
     echo "# Cold-pull benchmark: lpmx-job vs peers"
     echo
     echo "Generated by \`contrib/bench/pull.sh\` on $(date -u '+%F %T UTC')."
     echo
-    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\(.*\)"$/\1/p' /etc/os-release); store on $(df -T "$WORK" | awk 'NR==2{print $2}')"
+    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\(.*\)"$/\1/p' /etc/os-release); stores on $FS_NOTE ($(findmnt -no OPTIONS --target "$WORK" 2>/dev/null | cut -c1-60))"
     echo "- Image: \`bench/mpi:latest\` = Debian bookworm minbase + openmpi-bin, libopenmpi3, python3; 3 gzip layers, **$(mib "$IMG_COMPRESSED") MiB compressed** (layers: $(for b in $IMG_LAYERS; do printf '%s ' "$(mib "$b")"; done | sed 's/ $//; s/ / + /g') MiB, sum of manifest sizes), $(mib "$IMG_UNCOMPRESSED") MiB of tar, $IMG_FILES paths"
     echo "- Registry: docker-registry ($(ver docker-registry --version | awk '{print $NF}')) on https://127.0.0.1 (loopback, TLS with a private CA that every tool verifies)"
-    echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run; all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
+    echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run, nothing deleted while measuring (after a ${SETTLE}s settle); all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
     echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build of ${LPMX_REV:-git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')}); ch-image $(ver env USER=root ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
     echo
     echo "| tool | median s (wall) | range | ratio (peer / lpmx-job) | CPU user / sys s (median) | peak RSS MiB (median) | notes |"
@@ -406,7 +431,11 @@ ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
     echo
     echo "Ratio > 1 means the peer is slower than lpmx-job. CPU is user and system time summed over"
     echo "the tool's processes (GNU time %U, %S). Peak RSS is GNU time's %M: the largest single"
-    echo "process of the tool's tree."
+    echo "process of the tool's tree. What a store holds afterwards differs: lpmx-job keeps one"
+    echo "unpacked tree per layer (like podman's overlay store) plus the small blobs; ch-image keeps"
+    echo "the downloaded layer files and one flattened tree; skopeo+umoci keep the OCI layout"
+    echo "(compressed blobs) and one flattened bundle. Every one was checked to hold a file of each"
+    echo "layer after the pull."
     if [ "${#DIAG_LINES[@]}" -gt 0 ]; then
         echo
         echo "## Where the time goes (one run each, as $BENCH_USER)"
@@ -414,6 +443,18 @@ ver() { "$@" 2>&1 | head -n1 | tr -d '\r'; }
         echo "| what | figure |"
         echo "| --- | --- |"
         printf '%s\n' "${DIAG_LINES[@]}"
+        echo
+        echo "The last row is the file-system effect the benchmark avoids by not deleting while"
+        echo "measuring: on ext4 without a journal, inodes freed in the last ~30 s are skipped one by"
+        echo "one when allocating (fs/ext4/ialloc.c, recently_deleted())."
+        if [ "${#PERF_LINES[@]}" -gt 0 ]; then
+            echo
+            echo "\`perf record -e cpu-clock -g\` of one \`lpmx-job pull oci:LAYOUT\` (self time, symbols over 1.5 %):"
+            echo
+            echo '```'
+            printf '%s\n' "${PERF_LINES[@]}"
+            echo '```'
+        fi
     fi
     echo
     echo "## Exact commands (STORE = a fresh empty directory per run)"

@@ -34,6 +34,12 @@ _lpmx__job() {
             lpmx__job,images)
                 cmd="lpmx__job__subcmd__images"
                 ;;
+            lpmx__job,login)
+                cmd="lpmx__job__subcmd__login"
+                ;;
+            lpmx__job,logout)
+                cmd="lpmx__job__subcmd__logout"
+                ;;
             lpmx__job,man)
                 cmd="lpmx__job__subcmd__man"
                 ;;
@@ -42,6 +48,12 @@ _lpmx__job() {
                 ;;
             lpmx__job,rmi)
                 cmd="lpmx__job__subcmd__rmi"
+                ;;
+            lpmx__job,run)
+                cmd="lpmx__job__subcmd__run"
+                ;;
+            lpmx__job,search)
+                cmd="lpmx__job__subcmd__search"
                 ;;
             lpmx__job,tags)
                 cmd="lpmx__job__subcmd__tags"
@@ -100,6 +112,12 @@ _lpmx__job() {
             lpmx__job__subcmd__help,images)
                 cmd="lpmx__job__subcmd__help__subcmd__images"
                 ;;
+            lpmx__job__subcmd__help,login)
+                cmd="lpmx__job__subcmd__help__subcmd__login"
+                ;;
+            lpmx__job__subcmd__help,logout)
+                cmd="lpmx__job__subcmd__help__subcmd__logout"
+                ;;
             lpmx__job__subcmd__help,man)
                 cmd="lpmx__job__subcmd__help__subcmd__man"
                 ;;
@@ -108,6 +126,12 @@ _lpmx__job() {
                 ;;
             lpmx__job__subcmd__help,rmi)
                 cmd="lpmx__job__subcmd__help__subcmd__rmi"
+                ;;
+            lpmx__job__subcmd__help,run)
+                cmd="lpmx__job__subcmd__help__subcmd__run"
+                ;;
+            lpmx__job__subcmd__help,search)
+                cmd="lpmx__job__subcmd__help__subcmd__search"
                 ;;
             lpmx__job__subcmd__help,tags)
                 cmd="lpmx__job__subcmd__help__subcmd__tags"
@@ -131,7 +155,7 @@ _lpmx__job() {
 
     case "${cmd}" in
         lpmx__job)
-            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi tags cache doctor config completions man help"
+            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi search login logout tags cache run doctor config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -445,7 +469,7 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__help)
-            opts="pull images rmi tags cache doctor config completions man help"
+            opts="pull images rmi search login logout tags cache run doctor config completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -598,6 +622,34 @@ _lpmx__job() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__login)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__logout)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lpmx__subcmd__job__subcmd__help__subcmd__man)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -640,6 +692,34 @@ _lpmx__job() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__run)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__search)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lpmx__subcmd__job__subcmd__help__subcmd__tags)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
@@ -656,6 +736,58 @@ _lpmx__job() {
             ;;
         lpmx__subcmd__job__subcmd__images)
             opts="-v -q -h --json --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__login)
+            opts="-u -v -q -h --username --password-stdin --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --username)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -u)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__logout)
+            opts="-v -q -h --cache --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -739,6 +871,90 @@ _lpmx__job() {
                 return 0
             fi
             case "${prev}" in
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__run)
+            opts="-e -b -w -v -q -h --env --bind --workdir --fakeroot --write --cleanenv --use-entrypoint --platform --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --env)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -e)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --bind)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -b)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --workdir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -w)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --write)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --platform)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__search)
+            opts="-v -q -h --registry --limit --json --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --registry)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --limit)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 --cache)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0

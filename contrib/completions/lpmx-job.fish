@@ -33,8 +33,12 @@ complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -s V -l version -d 'Prin
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "images" -d 'List the images in the cache'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "search" -d 'Find images: Docker Hub\'s search, or a registry\'s catalog with --registry'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "login" -d 'Store credentials for a registry (in the Docker config, where `docker login` puts them)'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "logout" -d 'Remove stored credentials for a registry'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "tags" -d 'List the tags of a repository in its registry'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "cache" -d 'Inspect and maintain the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "run" -d 'Run a command in a container of an image (pulled first when the cache lacks it)'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "config" -d 'Show the effective configuration'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "completions" -d 'Print a shell completion script'
@@ -60,6 +64,26 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -l config -d 'Con
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand rmi" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -l registry -d 'Search this registry\'s catalog (`host:port`) instead of Docker Hub' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -l limit -d 'At most this many results' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -l json -d 'Print as JSON'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand search" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -s u -l username -d 'User name' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -l password-stdin -d 'Read the password from standard input (else it is asked for on the terminal)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand login" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand logout" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand logout" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand logout" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand logout" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand logout" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand tags" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
@@ -96,6 +120,19 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s e -l env -d 'Set KEY=VALUE inside (repeatable); wins over the host\'s, the image\'s and LPMXENV_*' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s b -l bind -d 'Bind a host path inside (repeatable): SRC[:DST[:ro]], DST defaulting to SRC' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s w -l workdir -d 'Working directory inside [default: the image\'s WorkingDir, else the current directory when bound, else /]' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l write -d 'Writable root: changes vanish with the task, or with --write=DIR persist in DIR' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l platform -d 'Platform to pick from a multi-platform image, as os/arch[/variant]' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l fakeroot -d 'Appear as root (uid 0) inside; files you create are still yours outside'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l cleanenv -d 'Start from the image\'s environment: only HOME, USER and TERM come from the host (plus LPMXENV_* and -e)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l use-entrypoint -d 'Put the image\'s Entrypoint in front of CMD'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand doctor" -l json -d 'Print the report as JSON'
@@ -128,16 +165,20 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -l config -d 'Con
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s h -l help -d 'Print help'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "images" -d 'List the images in the cache'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "tags" -d 'List the tags of a repository in its registry'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "cache" -d 'Inspect and maintain the cache'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "config" -d 'Show the effective configuration'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi tags cache doctor config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "images" -d 'List the images in the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "search" -d 'Find images: Docker Hub\'s search, or a registry\'s catalog with --registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "login" -d 'Store credentials for a registry (in the Docker config, where `docker login` puts them)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "logout" -d 'Remove stored credentials for a registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "tags" -d 'List the tags of a repository in its registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "cache" -d 'Inspect and maintain the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "run" -d 'Run a command in a container of an image (pulled first when the cache lacks it)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "config" -d 'Show the effective configuration'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'

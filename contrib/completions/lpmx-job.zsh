@@ -77,6 +77,51 @@ _arguments "${_arguments_options[@]}" : \
 '*::images -- Names as pulled, or a manifest digest (prefix):_default' \
 && ret=0
 ;;
+(search)
+_arguments "${_arguments_options[@]}" : \
+'--registry=[Search this registry'\''s catalog (\`host\:port\`) instead of Docker Hub]:HOST:_default' \
+'--limit=[At most this many results]:N:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--json[Print as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+':term -- A word in the image'\''s name (and, on Docker Hub, its description):_default' \
+&& ret=0
+;;
+(login)
+_arguments "${_arguments_options[@]}" : \
+'-u+[User name]:USERNAME:_default' \
+'--username=[User name]:USERNAME:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--password-stdin[Read the password from standard input (else it is asked for on the terminal)]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::registry -- The registry, as in `ghcr.io` or `host\:port`; Docker Hub when omitted:_default' \
+&& ret=0
+;;
+(logout)
+_arguments "${_arguments_options[@]}" : \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::registry -- The registry; Docker Hub when omitted:_default' \
+&& ret=0
+;;
 (tags)
 _arguments "${_arguments_options[@]}" : \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
@@ -184,6 +229,31 @@ esac
         esac
     ;;
 esac
+;;
+(run)
+_arguments "${_arguments_options[@]}" : \
+'*-e+[Set KEY=VALUE inside (repeatable); wins over the host'\''s, the image'\''s and LPMXENV_*]:KEY=VALUE:_default' \
+'*--env=[Set KEY=VALUE inside (repeatable); wins over the host'\''s, the image'\''s and LPMXENV_*]:KEY=VALUE:_default' \
+'*-b+[Bind a host path inside (repeatable)\: SRC\[\:DST\[\:ro\]\], DST defaulting to SRC]:SRC[:DST[:ro]]:_default' \
+'*--bind=[Bind a host path inside (repeatable)\: SRC\[\:DST\[\:ro\]\], DST defaulting to SRC]:SRC[:DST[:ro]]:_default' \
+'-w+[Working directory inside \[default\: the image'\''s WorkingDir, else the current directory when bound, else /\]]:DIR:_files' \
+'--workdir=[Working directory inside \[default\: the image'\''s WorkingDir, else the current directory when bound, else /\]]:DIR:_files' \
+'--write=[Writable root\: changes vanish with the task, or with --write=DIR persist in DIR]::DIR:_files' \
+'--platform=[Platform to pick from a multi-platform image, as os/arch\[/variant\]]:PLATFORM:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'--fakeroot[Appear as root (uid 0) inside; files you create are still yours outside]' \
+'--cleanenv[Start from the image'\''s environment\: only HOME, USER and TERM come from the host (plus LPMXENV_* and -e)]' \
+'--use-entrypoint[Put the image'\''s Entrypoint in front of CMD]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
+':image -- The image\: NAME\[\:TAG\], HOST\:PORT/REPO\:TAG, REPO@sha256\:..., oci\:DIR\[\:TAG\]:_default' \
+'*::cmd -- The command and its arguments \[default\: the image'\''s Entrypoint and Cmd\]:_default' \
+&& ret=0
 ;;
 (doctor)
 _arguments "${_arguments_options[@]}" : \
@@ -309,6 +379,18 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(search)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(login)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(logout)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (tags)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -340,6 +422,10 @@ _arguments "${_arguments_options[@]}" : \
         esac
     ;;
 esac
+;;
+(run)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
 ;;
 (doctor)
 _arguments "${_arguments_options[@]}" : \
@@ -392,8 +478,12 @@ _lpmx-job_commands() {
 'pull:Pull images into the cache (one download per blob, however many processes ask)' \
 'images:List the images in the cache' \
 'rmi:Forget images; their layers go with the next \`cache prune\`' \
+'search:Find images\: Docker Hub'\''s search, or a registry'\''s catalog with --registry' \
+'login:Store credentials for a registry (in the Docker config, where \`docker login\` puts them)' \
+'logout:Remove stored credentials for a registry' \
 'tags:List the tags of a repository in its registry' \
 'cache:Inspect and maintain the cache' \
+'run:Run a command in a container of an image (pulled first when the cache lacks it)' \
 'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
 'config:Show the effective configuration' \
 'completions:Print a shell completion script' \
@@ -504,8 +594,12 @@ _lpmx-job__subcmd__help_commands() {
 'pull:Pull images into the cache (one download per blob, however many processes ask)' \
 'images:List the images in the cache' \
 'rmi:Forget images; their layers go with the next \`cache prune\`' \
+'search:Find images\: Docker Hub'\''s search, or a registry'\''s catalog with --registry' \
+'login:Store credentials for a registry (in the Docker config, where \`docker login\` puts them)' \
+'logout:Remove stored credentials for a registry' \
 'tags:List the tags of a repository in its registry' \
 'cache:Inspect and maintain the cache' \
+'run:Run a command in a container of an image (pulled first when the cache lacks it)' \
 'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
 'config:Show the effective configuration' \
 'completions:Print a shell completion script' \
@@ -570,6 +664,16 @@ _lpmx-job__subcmd__help__subcmd__images_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job help images commands' commands "$@"
 }
+(( $+functions[_lpmx-job__subcmd__help__subcmd__login_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__login_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help login commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__logout_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__logout_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help logout commands' commands "$@"
+}
 (( $+functions[_lpmx-job__subcmd__help__subcmd__man_commands] )) ||
 _lpmx-job__subcmd__help__subcmd__man_commands() {
     local commands; commands=()
@@ -585,6 +689,16 @@ _lpmx-job__subcmd__help__subcmd__rmi_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job help rmi commands' commands "$@"
 }
+(( $+functions[_lpmx-job__subcmd__help__subcmd__run_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help run commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__search_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__search_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help search commands' commands "$@"
+}
 (( $+functions[_lpmx-job__subcmd__help__subcmd__tags_commands] )) ||
 _lpmx-job__subcmd__help__subcmd__tags_commands() {
     local commands; commands=()
@@ -594,6 +708,16 @@ _lpmx-job__subcmd__help__subcmd__tags_commands() {
 _lpmx-job__subcmd__images_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job images commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__login_commands] )) ||
+_lpmx-job__subcmd__login_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job login commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__logout_commands] )) ||
+_lpmx-job__subcmd__logout_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job logout commands' commands "$@"
 }
 (( $+functions[_lpmx-job__subcmd__man_commands] )) ||
 _lpmx-job__subcmd__man_commands() {
@@ -609,6 +733,16 @@ _lpmx-job__subcmd__pull_commands() {
 _lpmx-job__subcmd__rmi_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job rmi commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__run_commands] )) ||
+_lpmx-job__subcmd__run_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job run commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__search_commands] )) ||
+_lpmx-job__subcmd__search_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job search commands' commands "$@"
 }
 (( $+functions[_lpmx-job__subcmd__tags_commands] )) ||
 _lpmx-job__subcmd__tags_commands() {

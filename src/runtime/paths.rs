@@ -99,7 +99,10 @@ mod tests {
         r.dir("/r/run")
             .dir("/r/etc")
             .link("/r/var/run", "/run")
-            .link("/r/etc/resolv.conf", "../run/systemd/resolve/stub-resolv.conf")
+            .link(
+                "/r/etc/resolv.conf",
+                "../run/systemd/resolve/stub-resolv.conf",
+            )
             .link("/r/escape", "../../../host")
             .link("/r/loop", "loop")
             .link("/r/rel", "etc");
@@ -113,10 +116,7 @@ mod tests {
         assert_eq!(res("/../../etc").unwrap(), Path::new("/r/etc"));
         assert_eq!(res("/rel/passwd").unwrap(), Path::new("/r/etc/passwd"));
         assert_eq!(res("/").unwrap(), Path::new("/r"));
-        assert_eq!(
-            res("/loop").unwrap_err().raw_os_error(),
-            Some(libc::ELOOP)
-        );
+        assert_eq!(res("/loop").unwrap_err().raw_os_error(), Some(libc::ELOOP));
     }
 
     #[test]

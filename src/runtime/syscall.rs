@@ -8,7 +8,7 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 /// What a path is, without following a final symlink (`lstat`) or following it (`stat`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Kind {
     Dir,
     File,
@@ -306,11 +306,12 @@ mod recorder {
         /// Errno for overlay mounts, to exercise the fallback.
         pub overlay_errno: Option<i32>,
         pub unshare_errno: Option<i32>,
-        /// statvfs-derived flags per mount point (longest prefix wins).
-        pub flags: BTreeMap<PathBuf, libc::c_ulong>,
-        /// Paths execve succeeds on (it then "returns" EEXIST so the test can see it).
+        /// statvfs-derived flags per mount point (longest prefix wins); a bind's target
+        /// takes its source's.
+        pub flags: RefCell<BTreeMap<PathBuf, libc::c_ulong>>,
+        /// Paths execve succeeds on (it then returns an error saying "exec'd").
         pub executables: BTreeSet<PathBuf>,
-        cwd: RefCell<PathBuf>,
+        pub cwd: RefCell<PathBuf>,
     }
 
     fn errno(n: i32) -> io::Error {
@@ -361,6 +362,11 @@ mod recorder {
             self
         }
 
+        pub fn mount_point_flags(&self, p: &str, f: libc::c_ulong) -> &Self {
+            self.flags.borrow_mut().insert(p.into(), f);
+            self
+        }
+
         pub fn node(&self, p: &str) -> Option<Node> {
             self.fs.borrow().get(Path::new(p)).cloned()
         }
@@ -387,7 +393,8 @@ mod recorder {
             }
             let fs = self.fs.borrow();
             let mut cur = PathBuf::from("/");
-            let comps: Vec<_> = self.abs(p).components().skip(1).collect();
+            let abs = self.abs(p);
+            let comps: Vec<_> = abs.components().skip(1).collect();
             for (i, c) in comps.iter().enumerate() {
                 let next = match c {
                     std::path::Component::ParentDir => {
@@ -526,6 +533,8 @@ mod recorder {
             let copy_from = if flags & libc::MS_BIND != 0 {
                 let src = source.ok_or_else(|| errno(libc::EINVAL))?;
                 let (sfull, snode) = self.lookup(src, true)?;
+                let inherited = self.mount_flags(&sfull)?;
+                self.flags.borrow_mut().insert(full.clone(), inherited);
                 if (snode == Node::Dir) != (node == Node::Dir) {
                     return Err(errno(libc::ENOTDIR));
                 }
@@ -559,7 +568,10 @@ mod recorder {
         }
 
         fn pivot_root(&self, new_root: &Path, put_old: &Path) -> io::Result<()> {
-            self.record(Call::PivotRoot(new_root.to_path_buf(), put_old.to_path_buf()));
+            self.record(Call::PivotRoot(
+                new_root.to_path_buf(),
+                put_old.to_path_buf(),
+            ));
             // The new root's subtree becomes the whole tree.
             let root = self.abs(new_root);
             let sub = self.subtree(&root);
@@ -587,6 +599,7 @@ mod recorder {
             let abs = self.abs(path);
             Ok(self
                 .flags
+                .borrow()
                 .iter()
                 .filter(|(k, _)| abs.starts_with(k))
                 .max_by_key(|(k, _)| k.as_os_str().len())
@@ -657,9 +670,7 @@ mod recorder {
                 Ok(_) => return Err(errno(libc::EISDIR)),
                 Err(_) => self.place(path)?,
             };
-            self.fs
-                .borrow_mut()
-                .insert(full, Node::File(data.to_vec()));
+            self.fs.borrow_mut().insert(full, Node::File(data.to_vec()));
             Ok(())
         }
 
@@ -702,7 +713,7 @@ mod recorder {
                             .map(|a| a.to_string_lossy().into_owned())
                             .collect(),
                     ));
-                    errno(libc::EEXIST)
+                    io::Error::other("exec'd")
                 }
                 Ok(_) => errno(libc::EACCES),
             }

@@ -460,3 +460,78 @@ fn a_read_only_site_cache_is_used_and_never_written() {
     cmd.env("LPMX_READONLY_CACHES", &site_cache);
     verify_ok_with(cmd);
 }
+
+#[test]
+fn verify_finds_damage_and_repair_refetches() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let out = run(env.cmd().env("LPMX_INSECURE_REGISTRIES", &reg).args([
+        "pull",
+        "--json",
+        &format!("{reg}/lpmx/one"),
+    ]));
+    assert_eq!(out.status.code(), Some(0));
+    let layer = json(&out)[0]["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("sha256:")
+        .to_string();
+    let busybox = env.path(&format!("cache/lpmx/layers-v1/{layer}/root/bin/busybox"));
+    std::fs::remove_file(&busybox).unwrap();
+    let out = run(env.cmd().args(["cache", "verify"]));
+    assert_eq!(out.status.code(), Some(1), "damage is a fault");
+    assert!(
+        stdout(&out).contains(&layer),
+        "names the layer: {}",
+        stdout(&out)
+    );
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .args(["cache", "verify", "--repair"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(busybox.is_file(), "refetched");
+    verify_ok(&env);
+}
+
+#[test]
+fn rmi_and_prune_remove_only_what_nothing_uses() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    for img in ["one", "layers3"] {
+        let out = run(env
+            .cmd()
+            .env("LPMX_INSECURE_REGISTRIES", &reg)
+            .args(["pull", &format!("{reg}/lpmx/{img}")]));
+        assert_eq!(out.status.code(), Some(0));
+    }
+    let layers = |env: &Env| {
+        std::fs::read_dir(env.path("cache/lpmx/layers-v1"))
+            .unwrap()
+            .count()
+    };
+    assert_eq!(layers(&env), 4, "one shares its layer with layers3's base");
+    let out = run(env.cmd().args(["rmi", &format!("{reg}/lpmx/layers3")]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let out = run(env.cmd().args(["rmi", &format!("{reg}/lpmx/layers3")]));
+    assert_eq!(out.status.code(), Some(125), "already gone");
+    let out = run(env.cmd().args(["cache", "prune"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(layers(&env), 1, "the shared base layer stays for `one`");
+    let images = json(&run(env.cmd().args(["images", "--json"])));
+    assert_eq!(images.as_array().unwrap().len(), 1);
+    verify_ok(&env);
+    let out = run(env.cmd().args(["cache", "prune", "--older-than", "1"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(layers(&env), 1, "used just now: not older than a day");
+}

@@ -11,3 +11,4 @@ mod herd;
 mod proxy;
 mod pull;
 mod registry;
+mod run;

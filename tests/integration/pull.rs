@@ -484,3 +484,83 @@ fn a_group_shared_cache_is_setgid_and_group_writable() {
         stderr(&out)
     );
 }
+
+#[test]
+fn login_checks_and_stores_credentials_and_logout_removes_them() {
+    use std::io::Write;
+    use std::os::unix::fs::PermissionsExt;
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY_AUTH") else {
+        return;
+    };
+    let ca = service("LPMX_TEST_CA").unwrap();
+    let user = service("LPMX_TEST_REGISTRY_USER").unwrap();
+    let pass = service("LPMX_TEST_REGISTRY_PASSWORD").unwrap();
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
+    );
+    let docker = env.path("docker");
+    let login = |password: &str| {
+        let mut child = env
+            .cmd()
+            .env("DOCKER_CONFIG", &docker)
+            .args(["login", &reg, "-u", &user, "--password-stdin"])
+            .stdin(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+    let out = login("wrong");
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("refused"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !docker.join("config.json").exists(),
+        "nothing stored after a refusal"
+    );
+    let out = login(&pass);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let file = docker.join("config.json");
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut c = env.cmd();
+    c.env("DOCKER_CONFIG", &docker);
+    pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+    let out = run(env
+        .cmd()
+        .env("DOCKER_CONFIG", &docker)
+        .args(["logout", &reg]));
+    assert_eq!(out.status.code(), Some(0));
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    assert!(v["auths"].as_object().unwrap().is_empty(), "{v}");
+}
+
+#[test]
+fn search_lists_a_registry_catalog() {
+    let env = Env::new();
+    let Some((reg, mut c)) = http(&env) else {
+        return;
+    };
+    let out = run(c.args(["search", "--registry", &reg, "lpmx/one"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = crate::support::stdout(&out);
+    assert!(
+        text.lines().any(|l| l == format!("{reg}/lpmx/one")),
+        "{text}"
+    );
+    assert!(!text.contains("layers3"), "filtered by the term: {text}");
+}

@@ -1,0 +1,266 @@
+//! `lpmx-job run [OPTIONS] IMAGE [--] [CMD [ARG...]]`: find the image (pulling it when the
+//! cache lacks it), work out the command, environment and binds, then enter the container
+//! and exec the command in place (see `lpmx_job::runtime`).
+//!
+//! A warm run reads a few small files of the cache and touches no network. A cold run pulls
+//! first; the pull starts threads, and a user namespace can only be entered by a
+//! single-threaded process, so the pulled image is then run by a fresh copy of this program
+//! (`/proc/self/exe`, same arguments) told by [`PULLED`] which image record to use.
+
+use std::ffi::OsString;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use oci_spec::image::ImageConfiguration;
+
+use crate::cli::{Global, RunArgs};
+use crate::commands::{load_config, open_cache, pull_one};
+use lpmx_job::cache::{Cache, ImageRecord};
+use lpmx_job::reference::{Digest, Reference};
+use lpmx_job::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
+use lpmx_job::{environ, host, pull, rootfs};
+
+/// Set on the re-executed copy after a cold pull: the manifest digest of the image to run.
+/// Never passed into the container (the `LPMX_INTERNAL_` prefix is dropped by `environ`).
+const PULLED: &str = "LPMX_INTERNAL_PULLED";
+
+/// Set (to anything) to skip overlayfs and use the bind fallback, as on hosts that refuse it:
+/// lets the tests exercise the fallback for real.
+const NO_OVERLAY: &str = "LPMX_INTERNAL_NO_OVERLAY";
+
+pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
+    let image = a.image.clone();
+    let verbose = g.verbose > 0;
+    let note = |m: &str| {
+        if verbose {
+            eprintln!("lpmx-job[{}]: {image}: {m}", host::hostname());
+        }
+    };
+    let config = load_config(g)?;
+    let cache = open_cache(&config)?;
+    let reference = Reference::parse(&image)?;
+    let platform = match &a.platform {
+        Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
+        None => pull::Platform::host(),
+    };
+    let marker = std::env::var(PULLED).ok();
+    let rec = match &marker {
+        Some(d) => {
+            let d = Digest::parse(d).map_err(anyhow::Error::msg)?;
+            cache.read_image(&d)?.with_context(|| {
+                format!(
+                    "{image}: the image record {d} vanished from {} right after the pull",
+                    cache.root().display()
+                )
+            })?
+        }
+        None => match cached(&cache, &reference, &platform)? {
+            Some(rec) => rec,
+            None => {
+                let progress = lpmx_job::progress::for_setting(config.settings.progress, g.quiet);
+                let opts = pull::Options {
+                    platform: platform.clone(),
+                    jobs: 3,
+                    progress: progress.as_ref(),
+                    offline: false,
+                };
+                let rec = pull_one(&config, &cache, &reference, opts)?;
+                drop(progress);
+                return Err(reexec(&rec.manifest));
+            }
+        },
+    };
+    stamp_last_used(&cache, &rec);
+
+    let cfg_bytes = cache.read_blob(&rec.config)?.with_context(|| {
+        format!(
+            "{image}: its config {} is missing from {}; pull it again",
+            rec.config,
+            cache.root().display()
+        )
+    })?;
+    let cfg = ImageConfiguration::from_reader(&cfg_bytes[..])
+        .map_err(|e| anyhow::anyhow!("{image}: its config {} is not valid: {e}", rec.config))?;
+    let c = cfg.config().clone().unwrap_or_default();
+    let list = |v: &Option<Vec<String>>| v.clone().unwrap_or_default();
+    let argv = runtime::command_line(
+        &list(c.entrypoint()),
+        &list(c.cmd()),
+        &a.cmd,
+        a.use_entrypoint,
+    );
+    if argv.is_empty() {
+        return Err(runtime::Error::NoCommand { image }.into());
+    }
+
+    let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
+    let env = environ::container_env(&environ::Inputs {
+        host: &host_env,
+        image: &list(c.env()),
+        settings: &a.env,
+        cleanenv: a.cleanenv,
+    })?;
+    for n in &env.notes {
+        note(n);
+    }
+
+    let view = runtime::HostView::from_process();
+    let cwd = view.cwd.clone().unwrap_or_else(|| PathBuf::from("/"));
+    let user_binds = a
+        .bind
+        .iter()
+        .map(|b| runtime::parse_bind(b, &cwd))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
+    let write = match &a.write {
+        None => Write::ReadOnly,
+        Some(None) => Write::Scratch,
+        Some(Some(dir)) => Write::Persistent(absolute(&cwd, dir)),
+    };
+    let identity = runtime::identity::host_identity(a.fakeroot);
+    explain_user(c.user().as_deref(), &identity, &note);
+    let ids = IdMap {
+        inside_uid: identity.uid,
+        outside_uid: host::uid(),
+        inside_gid: identity.gid,
+        outside_gid: host::gid(),
+    };
+
+    // Held until exec and beyond: `cache prune` leaves a tree in use alone.
+    let (tree, _held) = rootfs::held_tree(&cache, &rec, &|m: &str| {
+        if !g.quiet {
+            eprintln!("lpmx-job[{}]: {m}", host::hostname())
+        }
+    })?;
+    let spec = Spec {
+        image: image.clone(),
+        tree,
+        ids,
+        identity,
+        write,
+        default_binds: runtime::default_binds(&view),
+        user_binds,
+        workdir: a.workdir.clone(),
+        image_workdir: c
+            .working_dir()
+            .as_deref()
+            .filter(|w| !w.is_empty())
+            .map(PathBuf::from),
+        host_cwd: view.cwd.clone(),
+        tmpfs_size: None,
+        try_overlay: std::env::var_os(NO_OVERLAY).is_none(),
+    };
+
+    // Anything that started a thread (a lock heartbeat, a progress bar) leaves it behind in
+    // this process: start afresh once rather than fail.
+    if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
+        return Err(reexec(&rec.manifest));
+    }
+    let entered = runtime::enter(&Real, &spec, &note).map_err(|e| anyhow::Error::new(e))?;
+    note(&format!(
+        "entered ({} root, workdir {}): exec {:?}",
+        if entered.overlay {
+            "overlay"
+        } else {
+            "bind-fallback"
+        },
+        entered.workdir.display(),
+        argv
+    ));
+    let err = runtime::exec(&Real, &image, &argv, &env.vars);
+    let code = err.exit_code();
+    if code == lpmx_job::exit::OWN_FAILURE {
+        return Err(err.into());
+    }
+    eprintln!("lpmx-job[{}]: error: {err}", host::hostname());
+    Ok(code)
+}
+
+/// The cached image a reference stands for, touching no network, or None when it must be
+/// pulled: not cached, cached for another platform, or a layer missing. Local sources
+/// (`oci:`, `docker-archive:`) are always read again (they may have changed).
+fn cached(
+    cache: &Cache,
+    reference: &Reference,
+    platform: &pull::Platform,
+) -> anyhow::Result<Option<ImageRecord>> {
+    let Reference::Remote(remote) = reference else {
+        return Ok(None);
+    };
+    let manifest = match &remote.digest {
+        Some(d) => d.clone(),
+        None => match cache.read_ref(&reference.to_string())? {
+            Some(r) => r.manifest,
+            None => return Ok(None),
+        },
+    };
+    let Some(rec) = cache.read_image(&manifest)? else {
+        return Ok(None);
+    };
+    if !same_platform(&rec.platform, platform) || pull::layer_paths(cache, &rec).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(rec))
+}
+
+/// Whether a record's `os/arch[/variant]` is the one asked for (a variant only counts when
+/// both name one: arm64 images often omit `v8`).
+fn same_platform(recorded: &str, want: &pull::Platform) -> bool {
+    match pull::Platform::parse(recorded) {
+        Ok(p) => {
+            p.os == want.os
+                && p.arch == want.arch
+                && (p.variant.is_none() || want.variant.is_none() || p.variant == want.variant)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Hook: the lead records an image's last use here (for `cache prune --older-than`). A run
+/// must not otherwise write the cache.
+fn stamp_last_used(_cache: &Cache, _rec: &ImageRecord) {}
+
+/// Runs this program again with the same arguments, telling it which image to run; returns
+/// only if that fails.
+fn reexec(manifest: &Digest) -> anyhow::Error {
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_else(|| "lpmx-job".into());
+    let err = std::process::Command::new("/proc/self/exe")
+        .arg0(argv0)
+        .args(args)
+        .env(PULLED, manifest.to_string())
+        .exec();
+    anyhow::Error::new(err).context("re-executing /proc/self/exe to enter the container")
+}
+
+fn absolute(cwd: &Path, p: &Path) -> PathBuf {
+    if p.is_absolute() {
+        p.to_path_buf()
+    } else {
+        cwd.join(p)
+    }
+}
+
+/// Only one id is mapped into the user namespace, so an image's `User` cannot be honoured
+/// as such: the command runs as the user's own uid (or as 0 with `--fakeroot`), as with
+/// `ch-run`. Said at `-v` when the image asked for someone else.
+fn explain_user(user: Option<&str>, id: &runtime::identity::Identity, note: &dyn Fn(&str)) {
+    let Some(u) = user.filter(|u| !u.is_empty()) else {
+        return;
+    };
+    let name = u.split(':').next().unwrap_or(u);
+    if name != id.uid.to_string() && name != id.user {
+        note(&format!(
+            "the image's User {u:?} is not honoured: only one id is mapped, so the command runs \
+             as {} (uid {}){}",
+            id.user,
+            id.uid,
+            if id.uid == 0 {
+                ""
+            } else {
+                "; --fakeroot runs it as root"
+            }
+        ));
+    }
+}
