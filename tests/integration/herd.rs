@@ -68,33 +68,19 @@ fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
     counts
 }
 
-fn verify_ok(env: &Env) {
-    verify_ok_with(env.cmd());
-}
-
-fn verify_ok_with(mut cmd: Command) {
-    let out = run(cmd.args(["cache", "verify"]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "cache verify: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-}
-
-#[test]
-fn eight_concurrent_pulls_download_each_blob_once() {
-    let env = Env::new();
-    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
-        return;
-    };
-    let repo = private_copy(&reg, "layers3", &env);
+/// `n` processes pull one uncached image into one fresh cache at once, taking locks in `mode`
+/// (None: probed and recorded by whichever comes first): all succeed and the registry serves
+/// each blob (4 layers and a config) once.
+fn herd_of_pulls(env: &Env, reg: &str, n: usize, mode: Option<&str>) {
+    let repo = private_copy(reg, "layers3", env);
     let image = format!("{reg}/{repo}");
-    let children: Vec<_> = (0..8)
+    let children: Vec<_> = (0..n)
         .map(|_| {
-            env.cmd()
-                .env("LPMX_INSECURE_REGISTRIES", &reg)
+            let mut c = env.cmd();
+            if let Some(m) = mode {
+                c.env("LPMX_LOCK_MODE", m);
+            }
+            c.env("LPMX_INSECURE_REGISTRIES", reg)
                 .args(["pull", &image])
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped())
@@ -118,8 +104,35 @@ fn eight_concurrent_pulls_download_each_blob_once() {
         "4 layers and a config were fetched: {gets:?}"
     );
     for (digest, n) in &gets {
-        assert_eq!(*n, 1, "blob {digest} downloaded {n} times: {gets:?}");
+        assert_eq!(
+            *n, 1,
+            "blob {digest} downloaded {n} times ({mode:?} locks): {gets:?}"
+        );
     }
+}
+
+fn verify_ok(env: &Env) {
+    verify_ok_with(env.cmd());
+}
+
+fn verify_ok_with(mut cmd: Command) {
+    let out = run(cmd.args(["cache", "verify"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cache verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}
+
+#[test]
+fn eight_concurrent_pulls_download_each_blob_once() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    herd_of_pulls(&env, &reg, 8, None);
     verify_ok(&env);
 }
 
@@ -295,32 +308,7 @@ fn lock_directories_also_give_one_download_per_blob() {
     let Some(reg) = service("LPMX_TEST_REGISTRY") else {
         return;
     };
-    let repo = private_copy(&reg, "layers3", &env);
-    let image = format!("{reg}/{repo}");
-    let children: Vec<_> = (0..6)
-        .map(|_| {
-            env.cmd()
-                .env("LPMX_INSECURE_REGISTRIES", &reg)
-                .env("LPMX_LOCK_MODE", "lockdir")
-                .args(["pull", &image])
-                .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
-        })
-        .collect();
-    for c in children {
-        let out = c.wait_with_output().unwrap();
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let gets = blob_gets(&repo);
-    assert_eq!(gets.len(), 5, "{gets:?}");
-    assert!(gets.values().all(|&n| n == 1), "each blob once: {gets:?}");
+    herd_of_pulls(&env, &reg, 6, Some("lockdir"));
     let locks = env.path("cache/lpmx/locks-v1");
     let left: Vec<_> = std::fs::read_dir(&locks)
         .unwrap()
