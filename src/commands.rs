@@ -254,7 +254,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     "IMAGE", "DIGEST", "PLATFORM", "SIZE"
                 );
                 for i in &images {
-                    let age = lpmx_job::cache::now().saturating_sub(i.last_used);
+                    let age = lpmx_job::cache::now().saturating_sub(cache.last_used(i));
                     println!(
                         "{:<50} {:<14} {:<14} {:>10}  {}",
                         i.names.first().map(String::as_str).unwrap_or("-"),

@@ -157,7 +157,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
         return Err(reexec(&rec.manifest));
     }
-    let entered = runtime::enter(&Real, &spec, &note).map_err(|e| anyhow::Error::new(e))?;
+    let entered = runtime::enter(&Real, &spec, &note)?;
     note(&format!(
         "entered ({} root, workdir {}): exec {:?}",
         if entered.overlay {
@@ -217,9 +217,11 @@ fn same_platform(recorded: &str, want: &pull::Platform) -> bool {
     }
 }
 
-/// Hook: the lead records an image's last use here (for `cache prune --older-than`). A run
-/// must not otherwise write the cache.
-fn stamp_last_used(_cache: &Cache, _rec: &ImageRecord) {}
+/// Records the image's last use (for `images` and `cache prune --older-than`): the only
+/// write a warm run makes to the cache, and at most one a minute per image.
+fn stamp_last_used(cache: &Cache, rec: &ImageRecord) {
+    cache.stamp_used(&rec.manifest);
+}
 
 /// Runs this program again with the same arguments, telling it which image to run; returns
 /// only if that fails.

@@ -94,6 +94,7 @@ cleanup() {
     if [ -f "$PAUSE_PIDFILE" ]; then
         kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null
     fi
+    log "removing the temporary stores (about 150,000 files: can take minutes here)"
     rm -rf "$WORK" "$SHORT"
     exit "$rc"
 }
@@ -299,10 +300,13 @@ run_one() {
 
 # Settle. This machine's root file system is ext4 *without a journal*; there, allocating an
 # inode skips every inode of the group deleted in the last ~30 s (recently_deleted() in
-# fs/ext4/ialloc.c), and each skip is a buffer-cache lookup. Right after an 11,000-file tree
-# is deleted, creating the next one costs several times the system time (seen: lpmx-job
-# 2 s -> 10 s). So nothing is deleted while measuring (every run gets a new directory, all
-# removed at exit), and measuring starts only once earlier deletions are older than that.
+# fs/ext4/ialloc.c), and each skip is a buffer-cache lookup. Seen here once: lpmx-job pulling
+# right after a pulled tree was deleted took 9.9 s (10.4 s sys), 40 s later 1.9 s (2.1 s sys),
+# with perf putting over half the samples in recently_deleted()/find_get_block_common(). It
+# is not reproducible on demand (it depends on the block groups the new tree lands in), but
+# a benchmark that deletes each store before the next tool runs risks measuring it. So
+# nothing is deleted while measuring (every run gets a new directory, all removed at exit),
+# and measuring starts only once earlier deletions are older than that.
 SETTLE=${SETTLE:-35}
 log "settling ${SETTLE}s so that earlier deletions (set-up, a previous run) do not tax inode allocation"
 sleep "$SETTLE"
@@ -354,6 +358,12 @@ while (b:=f.read(1<<20)): d.decompress(b)'")
     lo=$(dtime "lpmx-job --cache $d/cache pull oci:$layout:mpi")
     d=$(fresh_dir lpmx-oci-j1)
     lo1=$(dtime "lpmx-job --cache $d/cache pull --jobs 1 oci:$layout:mpi")
+    # Per-layer timings that lpmx-job logs itself (-v), pulling from the registry again.
+    d=$(fresh_dir lpmx-verbose)
+    sync
+    as_user env LPMX_CONFIG="$U/lpmx-config.yml" lpmx-job -v --cache "$d/cache" pull "$IMAGE" \
+        >"$WORK/logs/lpmx-verbose.log" 2>&1 || true
+    mapfile -t VERBOSE_LINES < <(grep -E 'done|fetching' "$WORK/logs/lpmx-verbose.log" | sed "s#$WORK#\$WORK#g" | head -n 12)
     # A kernel profile of one pull (software clock: no PMU in most VMs), self time by symbol.
     PERF_LINES=()
     if [ "${PERF:-1}" = 1 ] && command -v perf >/dev/null 2>&1; then
@@ -366,11 +376,6 @@ while (b:=f.read(1<<20)): d.decompress(b)'")
                 sed 's/^ *//; s/  */ /g')
         fi
     fi
-    # The ext4-without-journal effect described at "settle", shown: delete every tree pulled
-    # so far (all rounds, all tools), then pull again at once.
-    rm -rf "$U"/run-* "$U"/lpmx-oci-* "$U"/tar-all "$U"/lpmx-perf "$SHORT"/run-*
-    d=$(fresh_dir lpmx-oci-after-rm)
-    lr=$(dtime "lpmx-job --cache $d/cache pull oci:$layout:mpi")
     DIAG_LINES+=("| largest layer | $(mib "$(stat -c %s "$big")") MiB gzip, $nfiles tar members |")
     DIAG_LINES+=("| \`gzip -dc\` of it to /dev/null | $g |")
     DIAG_LINES+=("| Python zlib (same zlib as ch-image's tarfile) decompress of it | $p |")
@@ -378,7 +383,6 @@ while (b:=f.read(1<<20)): d.decompress(b)'")
     DIAG_LINES+=("| GNU \`tar -xzf\` of the 3 layers in turn into one tree (local files) | $xz |")
     DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` whole image, no network, \`--jobs 3\` (default) | $lo |")
     DIAG_LINES+=("| \`lpmx-job pull --jobs 1 oci:LAYOUT\` whole image, no network | $lo1 |")
-    DIAG_LINES+=("| \`lpmx-job pull oci:LAYOUT\` again, right after \`rm -rf\` of all the stores above | $lr |")
 fi
 
 # ---------------------------------------------------------------- 5. table
@@ -443,10 +447,15 @@ fi
         echo "| what | figure |"
         echo "| --- | --- |"
         printf '%s\n' "${DIAG_LINES[@]}"
-        echo
-        echo "The last row is the file-system effect the benchmark avoids by not deleting while"
-        echo "measuring: on ext4 without a journal, inodes freed in the last ~30 s are skipped one by"
-        echo "one when allocating (fs/ext4/ialloc.c, recently_deleted())."
+
+        if [ "${#VERBOSE_LINES[@]}" -gt 0 ]; then
+            echo
+            echo "\`lpmx-job -v pull\` from the registry once more (its own per-layer log, 3 layers at once):"
+            echo
+            echo '```'
+            printf '%s\n' "${VERBOSE_LINES[@]}"
+            echo '```'
+        fi
         if [ "${#PERF_LINES[@]}" -gt 0 ]; then
             echo
             echo "\`perf record -e cpu-clock -g\` of one \`lpmx-job pull oci:LAYOUT\` (self time, symbols over 1.5 %):"

@@ -202,8 +202,14 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
     let now = super::now();
     let mut keep: Vec<ImageRecord> = Vec::new();
     for img in cache.images()? {
-        if older_than.is_some_and(|age| now.saturating_sub(img.last_used) > age) {
+        if older_than.is_some_and(|age| now.saturating_sub(cache.last_used(&img)) > age) {
             remove_entry(cache, &cache.image_path(&img.manifest), log)?;
+            let _ = std::fs::remove_file(
+                cache
+                    .root()
+                    .join(IMAGES)
+                    .join(format!("{}.used", img.manifest.hex())),
+            );
             out.images.extend(img.names.iter().cloned());
         } else {
             keep.push(img);

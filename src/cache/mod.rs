@@ -524,13 +524,51 @@ impl Cache {
         Ok(rec)
     }
 
+    /// Records that an image was just used, as the mtime of `images-v1/HEX.used`: a stamp
+    /// per run, not a rewrite of the record, and skipped when stamped in the last minute, so
+    /// 512 tasks starting at once cost the shared filesystem a few stats.
+    pub fn stamp_used(&self, manifest: &Digest) {
+        let p = self
+            .root
+            .join(IMAGES)
+            .join(format!("{}.used", manifest.hex()));
+        let fresh = std::fs::metadata(&p)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
+        if !fresh {
+            if let Ok(f) = File::options()
+                .create(true)
+                .truncate(false)
+                .write(true)
+                .open(&p)
+            {
+                let _ = f.set_modified(std::time::SystemTime::now());
+            }
+        }
+    }
+
+    /// When the image was last pulled or run.
+    pub fn last_used(&self, rec: &ImageRecord) -> u64 {
+        let p = self
+            .root
+            .join(IMAGES)
+            .join(format!("{}.used", rec.manifest.hex()));
+        let stamped = std::fs::metadata(p)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        rec.last_used.max(stamped)
+    }
+
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
         let dir = self.root.join(IMAGES);
         let mut out = Vec::new();
         for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
             let p = entry.map_err(io(&dir))?.path();
             if p.extension().is_some_and(|e| e == "json") {
-                if let Some(rec) = read_json::<ImageRecord>(&p)? {
+                if let Some(mut rec) = read_json::<ImageRecord>(&p)? {
+                    rec.last_used = self.last_used(&rec);
                     out.push(rec);
                 }
             }

@@ -571,3 +571,34 @@ fn a_warm_run_touches_neither_the_network_nor_the_cache() {
         "and writes nothing"
     );
 }
+
+#[test]
+fn a_host_denying_user_namespaces_is_named() {
+    let Some(c) = ctx() else { return };
+    let img = c.pulled("one");
+    // As in doctor's test: a namespace of our own whose user.max_user_namespaces is 0.
+    let script = format!(
+        "echo 0 > /proc/sys/user/max_user_namespaces || exit 99; exec \"{}\" \"$@\"",
+        crate::support::bin().display()
+    );
+    let cmd = c.cmd();
+    let mut u = Command::new("unshare");
+    u.args(["-U", "-r", "sh", "-c", &script, "sh", "run", &img, "true"])
+        .env_clear()
+        .envs(cmd.get_envs().filter_map(|(k, v)| v.map(|v| (k, v))))
+        .current_dir(c.env.dir.path());
+    let out = run(&mut u);
+    assert_ne!(
+        code(&out),
+        Some(99),
+        "no denying namespace: {}",
+        stderr(&out)
+    );
+    assert_eq!(code(&out), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&img) && err.contains("user.max_user_namespaces is 0"),
+        "{err}"
+    );
+    assert!(err.contains("sysctl -w user.max_user_namespaces="), "{err}");
+}
