@@ -310,6 +310,9 @@ run_one() {
 SETTLE=${SETTLE:-35}
 log "settling ${SETTLE}s so that earlier deletions (set-up, a previous run) do not tax inode allocation"
 sleep "$SETTLE"
+# After the settle this tool is idle, so the 1-minute load mostly shows other work on the box.
+LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
+BUSY_BEFORE=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
 
 read -r -a tools <<<"$TOOLS"
 LAST_LPMX=
@@ -332,6 +335,10 @@ if [ -n "$WARM_STORE" ] && [ -d "$WARM_STORE/cache" ] && [ -n "${TIMES[lpmx]:-}"
     done
 fi
 BENCH_SECONDS=$((SECONDS - START))
+# CPU-seconds the whole machine was busy while measuring, to compare with the tools' own
+# (the registry's share is in there too).
+BUSY_SECONDS=$(awk -v b="$BUSY_BEFORE" -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.0f", ($2+$3+$4+$7+$8-b)/hz}' /proc/stat)
+TOOLS_CPU=$(for k in "${!USR[@]}"; do echo "${USR[$k]} ${SYS[$k]}"; done | tr ' ' '\n' | awk '{s+=$1} END{printf "%.0f", s}')
 
 # ---------------------------------------------------------------- diagnostics
 DIAG_LINES=()
@@ -426,6 +433,7 @@ fi
     echo "- Image: \`bench/mpi:latest\` = Debian bookworm minbase + openmpi-bin, libopenmpi3, python3; 3 gzip layers, **$(mib "$IMG_COMPRESSED") MiB compressed** (layers: $(for b in $IMG_LAYERS; do printf '%s ' "$(mib "$b")"; done | sed 's/ $//; s/ / + /g') MiB, sum of manifest sizes), $(mib "$IMG_UNCOMPRESSED") MiB of tar, $IMG_FILES paths"
     echo "- Registry: docker-registry ($(ver docker-registry --version | awk '{print $NF}')) on https://127.0.0.1 (loopback, TLS with a private CA that every tool verifies)"
     echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run, nothing deleted while measuring (after a ${SETTLE}s settle); all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
+    echo "- Other load: 1-minute load average $LOAD_BEFORE after the settle; while measuring the machine was busy for ${BUSY_SECONDS} CPU-s, of which the measured tools used ${TOOLS_CPU} (the rest: the registry, this script, and anything else running)."
     echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build of ${LPMX_REV:-git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')}); ch-image $(ver env USER=root ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
     echo
     echo "| tool | median s (wall) | range | ratio (peer / lpmx-job) | CPU user / sys s (median) | peak RSS MiB (median) | notes |"

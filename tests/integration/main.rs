@@ -10,5 +10,6 @@ mod doctor;
 mod herd;
 mod proxy;
 mod pull;
+mod readme;
 mod registry;
 mod run;
