@@ -510,8 +510,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 CacheCommand::Prune { older_than } => {
                     let p = maintain::prune(&cache, older_than.map(|d| d * 86400), &log)?;
                     log(&format!(
-                        "pruned {} images, {} layers, {} blobs ({}) from {}",
+                        "pruned {} images, {} trees, {} layers, {} blobs ({}) from {}",
                         p.images.len(),
+                        p.trees,
                         p.layers,
                         p.blobs,
                         host::human_bytes(p.bytes),

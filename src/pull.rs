@@ -915,3 +915,48 @@ pub fn layer_paths(cache: &Cache, rec: &ImageRecord) -> Option<Vec<PathBuf>> {
         .map(|l| cache.find_layer(&l.digest).map(|p| p.join("root")))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn media_types_from_body_then_header() {
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":1,"name":"x"}"#, ""),
+            "schema1"
+        );
+        assert_eq!(
+            media_type_of(br#"{"schemaVersion":2,"manifests":[]}"#, ""),
+            INDEX_TYPES[0]
+        );
+        assert_eq!(
+            media_type_of(
+                br#"{"schemaVersion":2,"config":{}}"#,
+                "application/vnd.docker.distribution.manifest.v2+json; charset=utf-8"
+            ),
+            "application/vnd.docker.distribution.manifest.v2+json"
+        );
+        assert_eq!(
+            media_type_of(b"{}", ""),
+            "application/vnd.oci.image.manifest.v1+json"
+        );
+    }
+
+    #[test]
+    fn platforms() {
+        let p = Platform::parse("linux/arm64").unwrap();
+        assert!(
+            p.matches("linux", "arm64", Some("v8")),
+            "an unnamed variant matches any"
+        );
+        let v7 = Platform::parse("linux/arm/v7").unwrap();
+        assert!(!v7.matches("linux", "arm", Some("v6")));
+        assert!(
+            Platform::parse("linux").is_err()
+                && Platform::parse("a/b/c/d").is_err()
+                && Platform::parse("/amd64").is_err()
+        );
+        assert_eq!(Platform::host().os, "linux");
+    }
+}

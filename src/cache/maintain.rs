@@ -222,6 +222,7 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
         used.extend(img.layers.iter().map(|l| l.digest.hex().to_string()));
     }
     for (kind, dir) in [
+        (TREES, cache.root().join(TREES)),
         (LAYERS, cache.root().join(LAYERS)),
         (BLOBS, cache.root().join(BLOBS)),
     ] {

@@ -523,3 +523,48 @@ fn rmi_and_prune_remove_only_what_nothing_uses() {
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(layers(&env), 1, "used just now: not older than a day");
 }
+
+#[test]
+fn prune_keeps_what_a_running_container_holds() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let image = format!("{reg}/lpmx/one");
+    let mut task = env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .args(["run", &image, "sleep", "30"])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let trees = env.path("cache/lpmx/trees-v1");
+    let tree_dirs = || -> usize {
+        std::fs::read_dir(&trees).map_or(0, |r| r.flatten().filter(|e| e.path().is_dir()).count())
+    };
+    let start = std::time::Instant::now();
+    while tree_dirs() == 0 && start.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(run(env.cmd().args(["rmi", &image])).status.code(), Some(0));
+    let out = run(env.cmd().args(["cache", "prune"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(
+        stderr(&out).contains("a running container uses it"),
+        "{}",
+        stderr(&out)
+    );
+    assert_eq!(tree_dirs(), 1, "the running task's tree stays");
+    task.kill().unwrap();
+    task.wait().unwrap();
+    let out = run(env.cmd().args(["cache", "prune"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(tree_dirs(), 0, "gone once the task ended");
+    assert_eq!(
+        std::fs::read_dir(env.path("cache/lpmx/layers-v1"))
+            .unwrap()
+            .count(),
+        0
+    );
+}
