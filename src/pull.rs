@@ -755,10 +755,17 @@ impl Puller<'_> {
             });
         }
 
-        let queue = Mutex::new(layers.iter().collect::<VecDeque<_>>());
+        // Only what the cache lacks; a warm image starts no thread at all, which `run` relies
+        // on (a namespace can only be entered by a single-threaded process).
+        let missing: VecDeque<&LayerRef> = layers
+            .iter()
+            .filter(|l| self.cache.find_layer(&l.digest).is_none())
+            .collect();
+        let workers = self.opts.jobs.clamp(1, 8).min(missing.len());
+        let queue = Mutex::new(missing);
         let first_error = Mutex::new(None);
         std::thread::scope(|s| {
-            for _ in 0..self.opts.jobs.clamp(1, 8).min(layers.len().max(1)) {
+            for _ in 0..workers {
                 s.spawn(|| loop {
                     if first_error.lock().unwrap().is_some() {
                         return;

@@ -511,6 +511,11 @@ impl Cache {
     /// worst drops a name that the next pull adds back.
     pub fn write_image(&self, mut rec: ImageRecord) -> Result<ImageRecord> {
         if let Some(old) = self.read_image(&rec.manifest)? {
+            // Nothing new to say: a warm pull or run of a known name writes no record.
+            if rec.names.iter().all(|n| old.names.contains(n)) {
+                self.stamp_used(&rec.manifest);
+                return Ok(old);
+            }
             for n in old.names {
                 if !rec.names.contains(&n) {
                     rec.names.push(n);

@@ -564,3 +564,32 @@ fn search_lists_a_registry_catalog() {
     );
     assert!(!text.contains("layers3"), "filtered by the term: {text}");
 }
+
+#[test]
+fn a_warm_pull_of_a_local_layout_rewrites_nothing() {
+    let env = Env::new();
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let image = format!("oci:{}:one", Path::new(&fixtures).join("oci").display());
+    pull_ok(env.cmd(), &image, &[]);
+    let records: Vec<_> = std::fs::read_dir(cache(&env).join("images-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "json"))
+        .map(|e| (e.path(), e.metadata().unwrap().modified().unwrap()))
+        .collect();
+    assert_eq!(records.len(), 1);
+    std::thread::sleep(std::time::Duration::from_millis(20));
+    let out = run(env.cmd().args(["pull", &image]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!stderr(&out).contains("fetching"), "{}", stderr(&out));
+    for (p, t) in records {
+        assert_eq!(
+            std::fs::metadata(&p).unwrap().modified().unwrap(),
+            t,
+            "{} rewritten",
+            p.display()
+        );
+    }
+}
