@@ -133,6 +133,26 @@ pub enum Command {
         #[command(subcommand)]
         command: ConfigCommand,
     },
+    /// Make images ready on this node for a job (for prologs): pull into the cache when
+    /// missing and assemble the tree. Quiet unless -v; a warm image touches no network.
+    Prefetch {
+        /// Images, as for `pull`.
+        #[arg(required = true, value_name = "IMAGE")]
+        images: Vec<String>,
+        /// Platform to pick from a multi-platform image, as os/arch[/variant].
+        #[arg(long, value_name = "PLATFORM")]
+        platform: Option<String>,
+    },
+    /// Remove what a job staged on this node (for epilogs): the caller's staging, or every
+    /// user's when run as root.
+    Cleanup {
+        /// The job's id (SLURM_JOB_ID, PBS_JOBID, JOB_ID).
+        #[arg(long, value_name = "ID")]
+        job: String,
+        /// Staging directory to clean (repeatable; default $TMPDIR, /tmp and /dev/shm).
+        #[arg(long = "dir", value_name = "DIR")]
+        dirs: Vec<PathBuf>,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -207,6 +227,10 @@ pub struct RunArgs {
     /// Platform to pick from a multi-platform image, as os/arch[/variant].
     #[arg(long, value_name = "PLATFORM")]
     pub platform: Option<String>,
+    /// Inside, NAME runs the host's NAME (found on the host's PATH) with the caller's
+    /// arguments, stdio, signals and directory (repeatable).
+    #[arg(long = "host-cmd", value_name = "NAME")]
+    pub host_cmd: Vec<String>,
     /// The image: NAME[:TAG], HOST:PORT/REPO:TAG, REPO@sha256:..., oci:DIR[:TAG].
     #[arg(value_name = "IMAGE")]
     pub image: String,

@@ -523,6 +523,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Run(args) => crate::run_cmd::run(&cli.global, args),
+        Command::Prefetch { images, platform } => {
+            crate::batch_cmd::prefetch(&cli.global, &images, platform.as_deref())
+        }
+        Command::Cleanup { job, dirs } => crate::batch_cmd::cleanup(&cli.global, &job, &dirs),
         Command::Doctor { json } => {
             let config = load_config(&cli.global)?;
             let report = doctor::run(&config);

@@ -115,6 +115,24 @@ pub struct FileConfig {
     /// Per-registry settings by host (`docker.io`, `127.0.0.1:5000`).
     pub registries: Option<BTreeMap<String, RegistryEntry>>,
     pub progress: Option<Progress>,
+    #[serde(default)]
+    pub stage: StageFile,
+}
+
+/// Node-local staging of image trees in jobs (see `crate::stage`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StageFile {
+    pub mode: Option<crate::stage::Mode>,
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StageSettings {
+    /// `auto` (when the cache is on a network or parallel filesystem), `always`, `never`.
+    pub mode: crate::stage::Mode,
+    /// Node-local directory; None: `$TMPDIR`, else `/tmp`.
+    pub dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -154,6 +172,7 @@ pub struct Settings {
     pub registry: RegistrySettings,
     pub registries: BTreeMap<String, RegistryEntry>,
     pub progress: Progress,
+    pub stage: StageSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +225,8 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         EnvKind::List(','),
     ),
     ("LPMX_PROGRESS", "progress", EnvKind::Text),
+    ("LPMX_STAGE", "stage.mode", EnvKind::Text),
+    ("LPMX_STAGE_DIR", "stage.dir", EnvKind::Text),
 ];
 
 /// Variables that steer loading itself rather than setting a key.
@@ -217,7 +238,7 @@ pub const DEFAULT_SITE_CONFIG: &str = "/etc/lpmx/config.yaml";
 const MAP_KEYS: &[&str] = &["registries"];
 
 /// Key paths whose values are filesystem paths: `~` and `$VAR` are expanded in them.
-const PATH_KEYS: &[&str] = &["cache.dir", "cache.readonly"];
+const PATH_KEYS: &[&str] = &["cache.dir", "cache.readonly", "stage.dir"];
 
 /// Everything outside the process that loading reads, gathered up front so tests can supply it.
 #[derive(Debug, Clone, Default)]
@@ -389,6 +410,10 @@ fn defaults(inputs: &Inputs) -> Settings {
         },
         registries: BTreeMap::new(),
         progress: Progress::Auto,
+        stage: StageSettings {
+            mode: crate::stage::Mode::Auto,
+            dir: None,
+        },
     }
 }
 

@@ -3,6 +3,7 @@
 //! One module per responsibility; the binary (`src/main.rs`, `src/cli.rs`, `src/commands.rs`)
 //! only parses flags, calls these and turns errors into exit codes.
 
+pub mod bridge;
 pub mod cache;
 pub mod config;
 pub mod doctor;
@@ -18,5 +19,6 @@ pub mod registry;
 pub mod rootfs;
 pub mod runtime;
 pub mod scheduler;
+pub mod stage;
 pub mod unpack;
 pub mod userns;

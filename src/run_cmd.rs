@@ -1,6 +1,8 @@
 //! `lpmx-job run [OPTIONS] IMAGE [--] [CMD [ARG...]]`: find the image (pulling it when the
 //! cache lacks it), work out the command, environment and binds, then enter the container
-//! and exec the command in place (see `lpmx_job::runtime`).
+//! and exec the command in place (see `lpmx_job::runtime`). With `--host-cmd NAME`, a child
+//! enters and execs instead, and this process stays on the host as its supervisor, serving
+//! the host command bridge (see `lpmx_job::bridge`).
 //!
 //! A warm run reads a few small files of the cache and touches no network. A cold run pulls
 //! first; the pull starts threads, and a user namespace can only be entered by a
@@ -19,7 +21,7 @@ use crate::commands::{load_config, open_cache, pull_one};
 use lpmx_job::cache::{Cache, ImageRecord};
 use lpmx_job::reference::{Digest, Reference};
 use lpmx_job::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
-use lpmx_job::{environ, host, pull, rootfs};
+use lpmx_job::{bridge, environ, host, pull, rootfs};
 
 /// Set on the re-executed copy after a cold pull: the manifest digest of the image to run.
 /// Never passed into the container (the `LPMX_INTERNAL_` prefix is dropped by `environ`).
@@ -133,13 +135,18 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
             eprintln!("lpmx-job[{}]: {m}", host::hostname())
         }
     })?;
-    let spec = Spec {
+    let tree = crate::batch_cmd::staged(&config, tree, &note)?;
+    for n in &a.host_cmd {
+        bridge::check_name(&image, n)?;
+    }
+    let default_binds = runtime::default_binds(&view);
+    let mut spec = Spec {
         image: image.clone(),
         tree,
         ids,
         identity,
         write,
-        default_binds: runtime::default_binds(&view),
+        default_binds,
         user_binds,
         workdir: a.workdir.clone(),
         image_workdir: c
@@ -150,6 +157,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         host_cwd: view.cwd.clone(),
         tmpfs_size: None,
         try_overlay: std::env::var_os(NO_OVERLAY).is_none(),
+        bridge: None,
     };
 
     // Anything that started a thread (a lock heartbeat, a progress bar) leaves it behind in
@@ -157,7 +165,68 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
         return Err(reexec(&rec.manifest));
     }
-    let entered = runtime::enter(&Real, &spec, &note)?;
+    if a.host_cmd.is_empty() {
+        // No bridge: exec in place, no supervisor.
+        return enter_and_exec(&spec, &argv, &env.vars, &note).map_err(Into::into);
+    }
+
+    // The bridge: a supervisor stays on the host side (see `lpmx_job::bridge`).
+    let mut names = a.host_cmd.clone();
+    names.sort();
+    names.dedup();
+    let listener = bridge::supervise::Listener::create(&image)?;
+    // The path, not /proc/self/exe: a bind from a magic link would name a mount of the host's
+    // namespace, which the kernel refuses once the child has its own.
+    let exe = std::env::current_exe()
+        .with_context(|| format!("{image}: finding lpmx-job's own executable to bind inside"))?;
+    let (loader, libs) = bridge::loaded_libraries();
+    spec.bridge = Some(runtime::BridgeMounts {
+        exe,
+        loader,
+        libs,
+        socket_dir: listener.dir().to_path_buf(),
+        names: names.clone(),
+    });
+    let inside_env = bridge::container_env(&env.vars);
+    let server = bridge::server::Server {
+        image: image.clone(),
+        names: names.clone(),
+        host_env,
+        container_env: inside_env.clone(),
+        binds: spec
+            .default_binds
+            .iter()
+            .chain(&spec.user_binds)
+            .map(|b| (b.dst.clone(), b.src.clone()))
+            .collect(),
+        uid: host::uid(),
+    };
+    note(&format!(
+        "bridging host commands {} through {}",
+        names.join(", "),
+        listener.dir().display()
+    ));
+    let code = bridge::supervise::run(listener, server, || {
+        match enter_and_exec(&spec, &argv, &inside_env, &note) {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("lpmx-job[{}]: error: {e}", host::hostname());
+                e.exit_code()
+            }
+        }
+    })?;
+    Ok(code)
+}
+
+/// Enters the container and execs the command; returns only on failure: Ok(126 or 127)
+/// after saying why, or the error for lpmx-job's own failure (125).
+fn enter_and_exec(
+    spec: &Spec,
+    argv: &[String],
+    env: &[(OsString, OsString)],
+    note: &dyn Fn(&str),
+) -> Result<u8, runtime::Error> {
+    let entered = runtime::enter(&Real, spec, note)?;
     note(&format!(
         "entered ({} root, workdir {}): exec {:?}",
         if entered.overlay {
@@ -168,10 +237,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         entered.workdir.display(),
         argv
     ));
-    let err = runtime::exec(&Real, &image, &argv, &env.vars);
+    let err = runtime::exec(&Real, &spec.image, argv, env);
     let code = err.exit_code();
     if code == lpmx_job::exit::OWN_FAILURE {
-        return Err(err.into());
+        return Err(err);
     }
     eprintln!("lpmx-job[{}]: error: {err}", host::hostname());
     Ok(code)

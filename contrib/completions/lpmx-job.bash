@@ -19,6 +19,9 @@ _lpmx__job() {
             lpmx__job,cache)
                 cmd="lpmx__job__subcmd__cache"
                 ;;
+            lpmx__job,cleanup)
+                cmd="lpmx__job__subcmd__cleanup"
+                ;;
             lpmx__job,completions)
                 cmd="lpmx__job__subcmd__completions"
                 ;;
@@ -42,6 +45,9 @@ _lpmx__job() {
                 ;;
             lpmx__job,man)
                 cmd="lpmx__job__subcmd__man"
+                ;;
+            lpmx__job,prefetch)
+                cmd="lpmx__job__subcmd__prefetch"
                 ;;
             lpmx__job,pull)
                 cmd="lpmx__job__subcmd__pull"
@@ -97,6 +103,9 @@ _lpmx__job() {
             lpmx__job__subcmd__help,cache)
                 cmd="lpmx__job__subcmd__help__subcmd__cache"
                 ;;
+            lpmx__job__subcmd__help,cleanup)
+                cmd="lpmx__job__subcmd__help__subcmd__cleanup"
+                ;;
             lpmx__job__subcmd__help,completions)
                 cmd="lpmx__job__subcmd__help__subcmd__completions"
                 ;;
@@ -120,6 +129,9 @@ _lpmx__job() {
                 ;;
             lpmx__job__subcmd__help,man)
                 cmd="lpmx__job__subcmd__help__subcmd__man"
+                ;;
+            lpmx__job__subcmd__help,prefetch)
+                cmd="lpmx__job__subcmd__help__subcmd__prefetch"
                 ;;
             lpmx__job__subcmd__help,pull)
                 cmd="lpmx__job__subcmd__help__subcmd__pull"
@@ -155,7 +167,7 @@ _lpmx__job() {
 
     case "${cmd}" in
         lpmx__job)
-            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi search login logout tags cache run doctor config completions man help"
+            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -338,6 +350,36 @@ _lpmx__job() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lpmx__subcmd__job__subcmd__cleanup)
+            opts="-v -q -h --job --dir --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --job)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lpmx__subcmd__job__subcmd__completions)
             opts="-v -q -h --cache --config --verbose --quiet --help bash elvish fish powershell zsh"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -469,7 +511,7 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__help)
-            opts="pull images rmi search login logout tags cache run doctor config completions man help"
+            opts="pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -527,6 +569,20 @@ _lpmx__job() {
         lpmx__subcmd__job__subcmd__help__subcmd__cache__subcmd__verify)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 4 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__cleanup)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
             fi
@@ -651,6 +707,20 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__help__subcmd__man)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__prefetch)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -834,6 +904,32 @@ _lpmx__job() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lpmx__subcmd__job__subcmd__prefetch)
+            opts="-v -q -h --platform --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --platform)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lpmx__subcmd__job__subcmd__pull)
             opts="-v -q -h --platform --jobs --json --offline --cache --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -887,7 +983,7 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__run)
-            opts="-e -b -w -v -q -h --env --bind --workdir --fakeroot --write --cleanenv --use-entrypoint --platform --cache --config --verbose --quiet --help"
+            opts="-e -b -w -v -q -h --env --bind --workdir --fakeroot --write --cleanenv --use-entrypoint --platform --host-cmd --cache --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -922,6 +1018,10 @@ _lpmx__job() {
                     return 0
                     ;;
                 --platform)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --host-cmd)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -41,6 +41,8 @@ complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "cache" -d 'Inspec
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "run" -d 'Run a command in a container of an image (pulled first when the cache lacks it)'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "config" -d 'Show the effective configuration'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "prefetch" -d 'Make images ready on this node for a job (for prologs): pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network'
+complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "cleanup" -d 'Remove what a job staged on this node (for epilogs): the caller\'s staging, or every user\'s when run as root'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
 complete -c lpmx-job -n "__fish_lpmx_job_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
@@ -125,6 +127,7 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s b -l bind -d '
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s w -l workdir -d 'Working directory inside [default: the image\'s WorkingDir, else the current directory when bound, else /]' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l write -d 'Writable root: changes vanish with the task, or with --write=DIR persist in DIR' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l platform -d 'Platform to pick from a multi-platform image, as os/arch[/variant]' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l host-cmd -d 'Inside, NAME runs the host\'s NAME (found on the host\'s PATH) with the caller\'s arguments, stdio, signals and directory (repeatable)' -r
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l fakeroot -d 'Appear as root (uid 0) inside; files you create are still yours outside'
@@ -154,6 +157,19 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_see
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from show" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "show" -d 'Print every key\'s effective value and where it came from'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand config; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -l platform -d 'Platform to pick from a multi-platform image, as os/arch[/variant]' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l job -d 'The job\'s id (SLURM_JOB_ID, PBS_JOBID, JOB_ID)' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l dir -d 'Staging directory to clean (repeatable; default $TMPDIR, /tmp and /dev/shm)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s q -l quiet -d 'Say only errors'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand completions" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
@@ -165,20 +181,22 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -l config -d 'Con
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand man" -s h -l help -d 'Print help'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "images" -d 'List the images in the cache'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "search" -d 'Find images: Docker Hub\'s search, or a registry\'s catalog with --registry'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "login" -d 'Store credentials for a registry (in the Docker config, where `docker login` puts them)'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "logout" -d 'Remove stored credentials for a registry'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "tags" -d 'List the tags of a repository in its registry'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "cache" -d 'Inspect and maintain the cache'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "run" -d 'Run a command in a container of an image (pulled first when the cache lacks it)'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "config" -d 'Show the effective configuration'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "pull" -d 'Pull images into the cache (one download per blob, however many processes ask)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "images" -d 'List the images in the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "rmi" -d 'Forget images; their layers go with the next `cache prune`'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "search" -d 'Find images: Docker Hub\'s search, or a registry\'s catalog with --registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "login" -d 'Store credentials for a registry (in the Docker config, where `docker login` puts them)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "logout" -d 'Remove stored credentials for a registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "tags" -d 'List the tags of a repository in its registry'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "cache" -d 'Inspect and maintain the cache'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "run" -d 'Run a command in a container of an image (pulled first when the cache lacks it)'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "doctor" -d 'Check what this host allows: namespaces, mounts, the cache\'s filesystem and locks'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "config" -d 'Show the effective configuration'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "prefetch" -d 'Make images ready on this node for a job (for prologs): pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "cleanup" -d 'Remove what a job staged on this node (for epilogs): the caller\'s staging, or every user\'s when run as root'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'

@@ -240,6 +240,7 @@ _arguments "${_arguments_options[@]}" : \
 '--workdir=[Working directory inside \[default\: the image'\''s WorkingDir, else the current directory when bound, else /\]]:DIR:_files' \
 '--write=[Writable root\: changes vanish with the task, or with --write=DIR persist in DIR]::DIR:_files' \
 '--platform=[Platform to pick from a multi-platform image, as os/arch\[/variant\]]:PLATFORM:_default' \
+'*--host-cmd=[Inside, NAME runs the host'\''s NAME (found on the host'\''s PATH) with the caller'\''s arguments, stdio, signals and directory (repeatable)]:NAME:_default' \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
 '--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
 '--fakeroot[Appear as root (uid 0) inside; files you create are still yours outside]' \
@@ -328,6 +329,34 @@ esac
         esac
     ;;
 esac
+;;
+(prefetch)
+_arguments "${_arguments_options[@]}" : \
+'--platform=[Platform to pick from a multi-platform image, as os/arch\[/variant\]]:PLATFORM:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'*::images -- Images, as for `pull`:_default' \
+&& ret=0
+;;
+(cleanup)
+_arguments "${_arguments_options[@]}" : \
+'--job=[The job'\''s id (SLURM_JOB_ID, PBS_JOBID, JOB_ID)]:ID:_default' \
+'*--dir=[Staging directory to clean (repeatable; default \$TMPDIR, /tmp and /dev/shm)]:DIR:_files' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+&& ret=0
 ;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
@@ -451,6 +480,14 @@ _arguments "${_arguments_options[@]}" : \
     ;;
 esac
 ;;
+(prefetch)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
+(cleanup)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -486,6 +523,8 @@ _lpmx-job_commands() {
 'run:Run a command in a container of an image (pulled first when the cache lacks it)' \
 'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
 'config:Show the effective configuration' \
+'prefetch:Make images ready on this node for a job (for prologs)\: pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network' \
+'cleanup:Remove what a job staged on this node (for epilogs)\: the caller'\''s staging, or every user'\''s when run as root' \
 'completions:Print a shell completion script' \
 'man:Print the man page, or write one page per verb into a directory' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -547,6 +586,11 @@ _lpmx-job__subcmd__cache__subcmd__verify_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job cache verify commands' commands "$@"
 }
+(( $+functions[_lpmx-job__subcmd__cleanup_commands] )) ||
+_lpmx-job__subcmd__cleanup_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job cleanup commands' commands "$@"
+}
 (( $+functions[_lpmx-job__subcmd__completions_commands] )) ||
 _lpmx-job__subcmd__completions_commands() {
     local commands; commands=()
@@ -602,6 +646,8 @@ _lpmx-job__subcmd__help_commands() {
 'run:Run a command in a container of an image (pulled first when the cache lacks it)' \
 'doctor:Check what this host allows\: namespaces, mounts, the cache'\''s filesystem and locks' \
 'config:Show the effective configuration' \
+'prefetch:Make images ready on this node for a job (for prologs)\: pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network' \
+'cleanup:Remove what a job staged on this node (for epilogs)\: the caller'\''s staging, or every user'\''s when run as root' \
 'completions:Print a shell completion script' \
 'man:Print the man page, or write one page per verb into a directory' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -631,6 +677,11 @@ _lpmx-job__subcmd__help__subcmd__cache__subcmd__prune_commands() {
 _lpmx-job__subcmd__help__subcmd__cache__subcmd__verify_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job help cache verify commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__cleanup_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__cleanup_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help cleanup commands' commands "$@"
 }
 (( $+functions[_lpmx-job__subcmd__help__subcmd__completions_commands] )) ||
 _lpmx-job__subcmd__help__subcmd__completions_commands() {
@@ -679,6 +730,11 @@ _lpmx-job__subcmd__help__subcmd__man_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job help man commands' commands "$@"
 }
+(( $+functions[_lpmx-job__subcmd__help__subcmd__prefetch_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__prefetch_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help prefetch commands' commands "$@"
+}
 (( $+functions[_lpmx-job__subcmd__help__subcmd__pull_commands] )) ||
 _lpmx-job__subcmd__help__subcmd__pull_commands() {
     local commands; commands=()
@@ -723,6 +779,11 @@ _lpmx-job__subcmd__logout_commands() {
 _lpmx-job__subcmd__man_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job man commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__prefetch_commands] )) ||
+_lpmx-job__subcmd__prefetch_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job prefetch commands' commands "$@"
 }
 (( $+functions[_lpmx-job__subcmd__pull_commands] )) ||
 _lpmx-job__subcmd__pull_commands() {

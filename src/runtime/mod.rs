@@ -2,7 +2,9 @@
 //! and a mount namespace (nothing else: network, IPC, PID and UTS stay the host's), builds
 //! the container's root over the image tree, pivots into it and execs the command in place.
 //! No supervisor, no fork: the command is this process, with the job's stdin, stdout, stderr
-//! and signals, and its exit status is ours.
+//! and signals, and its exit status is ours. (With `run --host-cmd`, the only exception, a
+//! forked child enters and the parent stays on the host as the bridge's supervisor: see
+//! `crate::bridge`; [`BridgeMounts`] are then mounted at `/.lpmx`.)
 //!
 //! The image tree `D` (from `rootfs::image_tree`) holds `D/root/`, the image's files (hard
 //! links into the shared cache, never written), and `D/mnt/`, an empty directory where a
@@ -14,6 +16,7 @@
 //!                  overlayfs is refused, the tmpfs with every top-level entry of D/root
 //!                  bound read-only into it
 //! D/mnt/passwd     /etc/passwd and /etc/group with the user's entry, bound over the image's
+//! D/mnt/lpmx       with --host-cmd only: the bridge's entries, bound read-only at /.lpmx
 //! ```
 //! Then the host's directories ([`DEFAULT_BINDS`]) and the user's `--bind`s are mounted, the
 //! root is made read-only (unless `--write`), and `pivot_root` makes it `/`.
@@ -382,6 +385,28 @@ pub struct Spec {
     pub tmpfs_size: Option<String>,
     /// Try overlayfs first (false: go straight to the bind fallback, for tests).
     pub try_overlay: bool,
+    /// `--host-cmd`: what the host command bridge needs inside (see `crate::bridge`).
+    pub bridge: Option<BridgeMounts>,
+}
+
+/// The in-container end of the host command bridge (see `crate::bridge`): the lpmx-job
+/// executable bound read-only at `/.lpmx/lib/lpmx-bridge`, the host's dynamic loader and C
+/// libraries it needs at `/.lpmx/lib/lpmx-job.libs/`, an entry in `/.lpmx/bin/` for each
+/// bridged name (a `#!` script running the executable through the host's loader, or a
+/// symlink to a static executable), created in the task's scratch layer, and the
+/// supervisor's private socket directory bound at `/.lpmx/bridge`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BridgeMounts {
+    /// The executable to bind.
+    pub exe: PathBuf,
+    /// The host's dynamic loader, when the executable has one.
+    pub loader: Option<PathBuf>,
+    /// The shared libraries the executable loaded (host paths, named as loaded).
+    pub libs: Vec<PathBuf>,
+    /// The host directory (mode 0700) holding the supervisor's socket.
+    pub socket_dir: PathBuf,
+    /// The bridged names.
+    pub names: Vec<String>,
 }
 
 /// What `enter` did.
@@ -708,6 +733,67 @@ impl Ctx<'_> {
         Ok(())
     }
 
+    /// The host command bridge's mounts, before the root is made read-only: `/.lpmx` is a
+    /// directory of the task's tmpfs (never the image's root nor a `--write=DIR`), filled,
+    /// bound read-only, then the executable, the libraries and the socket directory are
+    /// bound onto the entries made for them.
+    fn bridge(&mut self, b: &BridgeMounts) -> Result<()> {
+        use crate::bridge::{BIN_DIR, EXE_NAME, LIBS_NAME, LIB_DIR, SOCKET_DIR, TOP_DIR};
+        let image = self.spec.image.clone();
+        let top = self.scratch.join("lpmx");
+        // A container path under /.lpmx, in the tmpfs.
+        let at = |p: &str| top.join(Path::new(p).strip_prefix(TOP_DIR).unwrap_or(Path::new(p)));
+        let lib = at(LIB_DIR);
+        let libs = lib.join(LIBS_NAME);
+        for d in [&top, &at(BIN_DIR), &lib, &libs, &at(SOCKET_DIR)] {
+            self.sys.mkdir(d, 0o755).map_err(self.fail("creating", d))?;
+        }
+        let mut files: Vec<(&Path, PathBuf)> = vec![(&b.exe, lib.join(EXE_NAME))];
+        for l in b.loader.iter().chain(&b.libs) {
+            if let Some(name) = l.file_name() {
+                files.push((l, libs.join(name)));
+            }
+        }
+        for (_, dst) in &files {
+            self.sys
+                .create_file(dst, 0o755)
+                .map_err(self.fail("creating", dst))?;
+        }
+        let exe_inside = Path::new(LIB_DIR).join(EXE_NAME);
+        for name in &b.names {
+            let entry = at(BIN_DIR).join(name);
+            let made = match b.loader.as_ref().and_then(|l| l.file_name()) {
+                Some(loader) => {
+                    let interp = Path::new(LIB_DIR).join(LIBS_NAME).join(loader);
+                    let script = format!("#!{} {}\n", interp.display(), exe_inside.display());
+                    self.sys
+                        .create_file(&entry, 0o755)
+                        .and_then(|()| self.sys.write_file(&entry, script.as_bytes()))
+                }
+                None => self.sys.symlink(&exe_inside, &entry),
+            };
+            made.map_err(self.fail("creating", &entry))?;
+        }
+        let target =
+            self.mount_point(Path::new(TOP_DIR), true)
+                .map_err(|why| Error::MountPoint {
+                    image,
+                    src: top.clone(),
+                    dst: TOP_DIR.into(),
+                    why,
+                })?;
+        self.bind(&top, &target, true, true)
+            .map_err(self.fail("binding", &top))?;
+        let inside = |p: &Path| target.join(p.strip_prefix(&top).unwrap_or(p));
+        for (src, dst) in &files {
+            self.bind(src, &inside(dst), false, true)
+                .map_err(self.fail("binding", src))?;
+        }
+        self.bind(&b.socket_dir, &inside(&at(SOCKET_DIR)), true, true)
+            .map_err(self.fail("binding", &b.socket_dir))?;
+        Ok(())
+    }
+
     /// `-w`, else the image's WorkingDir, else the host's cwd if a bind shows it, else `/`.
     /// A missing `-w` or WorkingDir is created in the scratch layer when possible.
     fn workdir(&self) -> Result<PathBuf> {
@@ -867,6 +953,9 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     ctx.identity_files()?;
     for b in &spec.user_binds {
         ctx.apply_bind(b)?;
+    }
+    if let Some(b) = &spec.bridge {
+        ctx.bridge(b)?;
     }
     let workdir = ctx.workdir()?;
     let root = ctx.root.clone();

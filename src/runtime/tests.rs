@@ -78,6 +78,7 @@ fn spec(write: Write, user: &[&str]) -> Spec {
         host_cwd: Some("/home/alice/work".into()),
         tmpfs_size: None,
         try_overlay: true,
+        bridge: None,
     }
 }
 
@@ -775,4 +776,68 @@ fn locked_flags_from_statvfs() {
         );
     }
     let _ = Node::Dir;
+}
+
+#[test]
+fn the_bridge_lives_in_the_tasks_tmpfs_bound_read_only() {
+    for (loader, write) in [
+        (Some("/lib64/ld-linux-x86-64.so.2"), Write::ReadOnly),
+        (None, Write::Persistent("/data/keep".into())),
+    ] {
+        let r = host();
+        r.file("/opt/lpmx/lpmx-job", "ELF")
+            .file("/lib64/ld-linux-x86-64.so.2", "ELF")
+            .file("/lib/x86_64-linux-gnu/libc.so.6", "ELF")
+            .dir("/run/user/1234/lpmx-bridge.7.0");
+        let mut s = spec(write, &[]);
+        s.bridge = Some(BridgeMounts {
+            exe: "/opt/lpmx/lpmx-job".into(),
+            loader: loader.map(PathBuf::from),
+            libs: vec!["/lib/x86_64-linux-gnu/libc.so.6".into()],
+            socket_dir: "/run/user/1234/lpmx-bridge.7.0".into(),
+            names: vec!["sbatch".into(), "squeue".into()],
+        });
+        enter(&r, &s, &quiet).unwrap();
+        let calls = r.calls();
+        let top = format!("{TREE}/mnt/lpmx");
+        // Filled in the tmpfs, never in the root (nor in a --write=DIR).
+        let created: Vec<String> = calls
+            .iter()
+            .filter_map(|c| match c {
+                Call::CreateFile(p) | Call::Symlink(_, p) => Some(p.display().to_string()),
+                _ => None,
+            })
+            .filter(|p| p.contains("lpmx"))
+            .collect();
+        assert!(created.iter().all(|p| p.starts_with(&top)), "{created:?}");
+        assert!(!calls.iter().any(|c| matches!(c, Call::Mkdir(p)
+            if p.starts_with("/data/keep") && p.to_string_lossy().contains(".lpmx/"))));
+        match loader {
+            Some(_) => assert!(calls.contains(&Call::WriteFile(
+                format!("{top}/bin/sbatch").into(),
+                "#!/.lpmx/lib/lpmx-job.libs/ld-linux-x86-64.so.2 /.lpmx/lib/lpmx-bridge\n".into()
+            ))),
+            None => assert!(calls.contains(&Call::Symlink(
+                "/.lpmx/lib/lpmx-bridge".into(),
+                format!("{top}/bin/squeue").into()
+            ))),
+        }
+        // /.lpmx is bound read-only, then the executable, libraries and socket onto it.
+        let at = |p: &str| format!("{R}/.lpmx{p}");
+        let dir = bind_of(&calls, &at(""));
+        assert!(remount_of(&calls, &at("")).is_some_and(|f| f & libc::MS_RDONLY != 0));
+        for (t, ro) in [
+            ("/lib/lpmx-bridge", true),
+            ("/lib/lpmx-job.libs/libc.so.6", true),
+            ("/bridge", true),
+        ] {
+            assert!(bind_of(&calls, &at(t)) > dir, "{t}");
+            assert_eq!(remount_of(&calls, &at(t)).is_some(), ro, "{t}");
+        }
+        assert_eq!(
+            calls.iter().any(|c| matches!(c, Call::Mount { target, .. }
+                    if target == Path::new(&at("/lib/lpmx-job.libs/ld-linux-x86-64.so.2")))),
+            loader.is_some()
+        );
+    }
 }

@@ -1,0 +1,123 @@
+//! The verbs scheduler hooks call: `lpmx-job prefetch IMAGE...` (prologs) and
+//! `lpmx-job cleanup --job ID` (epilogs). Both are quiet unless `-v`: a prolog's output lands
+//! in slurmd's log on every node.
+
+use std::path::PathBuf;
+
+use crate::cli::Global;
+use crate::commands::{load_config, open_cache, pull_one};
+use lpmx_job::reference::Reference;
+use lpmx_job::{exit, host, pull, rootfs, stage};
+
+fn say(g: &Global, m: &str) {
+    if g.verbose > 0 {
+        eprintln!("lpmx-job[{}]: {m}", host::hostname());
+    }
+}
+
+/// Makes each image ready to run: in the cache (pulled when missing) and its tree assembled.
+/// A warm image costs no network at all (the offline path of `pull`), so a prolog on
+/// every node of a large job is cheap once one node has pulled.
+pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow::Result<u8> {
+    let config = load_config(g)?;
+    let cache = open_cache(&config)?;
+    let platform = match platform {
+        Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
+        None => pull::Platform::host(),
+    };
+    let progress = lpmx_job::progress::for_setting(config.settings.progress, g.verbose == 0);
+    for name in images {
+        let reference = Reference::parse(name)?;
+        let opts = |offline| pull::Options {
+            platform: platform.clone(),
+            jobs: 3,
+            progress: progress.as_ref(),
+            offline,
+        };
+        let rec = match pull_one(&config, &cache, &reference, opts(true)) {
+            Ok(rec) => {
+                say(
+                    g,
+                    &format!("{reference}: already in {}", cache.root().display()),
+                );
+                rec
+            }
+            Err(_) => {
+                let rec = pull_one(&config, &cache, &reference, opts(false))?;
+                say(
+                    g,
+                    &format!(
+                        "{reference}: pulled {} into {}",
+                        rec.manifest,
+                        cache.root().display()
+                    ),
+                );
+                rec
+            }
+        };
+        let tree = rootfs::image_tree(&cache, &rec, &|m: &str| say(g, m))?;
+        say(g, &format!("{reference}: tree ready at {}", tree.display()));
+    }
+    Ok(exit::OK)
+}
+
+/// Removes what job `job` staged on this node: under each of `dirs` (default `$TMPDIR`,
+/// `/tmp`, `/dev/shm`), the caller's own staging, or every user's when run as root.
+pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
+    stage::check_job_id(job)?;
+    let bases = if dirs.is_empty() {
+        stage::default_bases(std::env::var("TMPDIR").ok().as_deref())
+    } else {
+        dirs.to_vec()
+    };
+    let uid = host::uid();
+    let who = if uid == 0 { None } else { Some(uid) };
+    for base in &bases {
+        for d in stage::remove_job(base, job, who)? {
+            say(g, &format!("job {job}: removed {}", d.display()));
+        }
+    }
+    Ok(exit::OK)
+}
+
+/// The tree `run` enters: the cache's own, or, inside a job when `stage.mode` asks for it (by
+/// default when the cache is on a network or parallel filesystem), its node-local copy for
+/// this job, made once per node per job (see `lpmx_job::stage::stage_tree`).
+pub fn staged(
+    config: &lpmx_job::config::Config,
+    tree: PathBuf,
+    note: &dyn Fn(&str),
+) -> anyhow::Result<PathBuf> {
+    let s = &config.settings.stage;
+    if s.mode == stage::Mode::Never {
+        return Ok(tree);
+    }
+    let Some(job) = stage::job_id(&|n| std::env::var(n).ok()) else {
+        if s.mode == stage::Mode::Always {
+            note("not staged: not inside a batch job (no job id for an epilog to clean up by)");
+        }
+        return Ok(tree);
+    };
+    let fs = host::filesystem_of(&tree)?;
+    if !stage::wanted(s.mode, fs.class) {
+        return Ok(tree);
+    }
+    let tmpdir = std::env::var("TMPDIR").ok();
+    let base = stage::base(s.dir.as_deref(), tmpdir.as_deref());
+    let t0 = std::time::Instant::now();
+    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job)?;
+    if made {
+        note(&format!(
+            "staged for job {job} into {} ({} filesystem cache) in {:.1}s",
+            dest.display(),
+            fs.name,
+            t0.elapsed().as_secs_f64()
+        ));
+    } else {
+        note(&format!(
+            "using the staged copy {} of job {job}",
+            dest.display()
+        ));
+    }
+    Ok(dest)
+}
