@@ -13,6 +13,9 @@
 #   RESULTS=FILE         markdown output (contrib/bench/results-pull.md)
 #   TOOLS="lpmx charliecloud skopeo-umoci podman"   subset / order of tools
 #   DIAG=0               skip the decompression / extraction diagnostics
+#   PERF=0               skip the perf profile among the diagnostics
+#   SETTLE=35            seconds of quiet before measuring (see "Settle" below)
+#   QUIET_MAX=300        longest wait for other work on the machine to stop
 #   LPMX_REV=TEXT        what LPMX_BIN was built from, for the report (default: git HEAD of
 #                        this checkout, flagged if src/ has uncommitted changes)
 set -euo pipefail
@@ -266,6 +269,11 @@ declare -A TIMES=() RSS=() USR=() SYS=() FAILS=()
 fresh_dir() {
     mkdir "$U/$1" && chown "$BENCH_USER:" "$U/$1" && echo "$U/$1"
 }
+# last_lines LOG: the last two non-empty lines of a failed run's output, on one line.
+last_lines() {
+    grep -v '^Command exited' "$1" | grep -v '^$' | tail -n 2 | tr '\n' ' ' | cut -c1-300
+    return 0
+}
 # run_one TOOL KEY TAG [STORE]: time one pull of TOOL as the bench user and file the figures
 # under KEY. Without STORE, a fresh empty directory is made.
 run_one() {
@@ -291,7 +299,7 @@ run_one() {
         TIMES[$key]+="$t "; RSS[$key]+="$m "; USR[$key]+="$cu "; SYS[$key]+="$cs "
         log "  $key $tag: ${t}s (user ${cu}s, sys ${cs}s), peak RSS ${m} KiB"
     else
-        FAILS[$key]+="$tag: $(grep -v '^Command exited' "$lf" | grep -v '^$' | tail -n 2 | tr '\n' ' ' | cut -c1-300)|"
+        FAILS[$key]+="$tag: $(last_lines "$lf")|"
         log "  $key $tag FAILED (log kept as /var/tmp/lpmx-bench-fail-$tool-$tag.log):"
         tail -n 5 "$lf" >&2
         cp "$lf" "/var/tmp/lpmx-bench-fail-$tool-$tag.log" 2>/dev/null || true
@@ -310,9 +318,25 @@ run_one() {
 SETTLE=${SETTLE:-35}
 log "settling ${SETTLE}s so that earlier deletions (set-up, a previous run) do not tax inode allocation"
 sleep "$SETTLE"
-# After the settle this tool is idle, so the 1-minute load mostly shows other work on the box.
-LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
-BUSY_BEFORE=$(awk '/^cpu /{print $2+$3+$4+$7+$8}' /proc/stat)
+# The machine may be shared (someone's build or test suite). While this script sleeps, any
+# busy CPU is someone else's: wait (up to QUIET_MAX s) for a 5 s window under 10 % busy.
+busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
+QUIET_MAX=${QUIET_MAX:-300}
+waited=0
+while :; do
+    read -r b0 t0 < <(busy_jiffies); sleep 5; read -r b1 t1 < <(busy_jiffies)
+    OTHER_BUSY=$(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
+    [ "$OTHER_BUSY" -lt 10 ] && break
+    if [ "$waited" -ge "$QUIET_MAX" ]; then
+        log "the machine is still ${OTHER_BUSY}% busy with other work after ${waited}s; measuring anyway"
+        break
+    fi
+    [ "$waited" -gt 0 ] || log "other work keeps the CPUs ${OTHER_BUSY}% busy; waiting up to ${QUIET_MAX}s for quiet"
+    waited=$((waited + 5))
+done
+BUSY_BEFORE=$(busy_jiffies | cut -d' ' -f1)
+reg_jiffies() { awk '{print $14 + $15}' "/proc/$REG_PID/stat"; }
+REG_BEFORE=$(reg_jiffies)
 
 read -r -a tools <<<"$TOOLS"
 LAST_LPMX=
@@ -338,6 +362,7 @@ BENCH_SECONDS=$((SECONDS - START))
 # CPU-seconds the whole machine was busy while measuring, to compare with the tools' own
 # (the registry's share is in there too).
 BUSY_SECONDS=$(awk -v b="$BUSY_BEFORE" -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.0f", ($2+$3+$4+$7+$8-b)/hz}' /proc/stat)
+REG_CPU=$(awk -v a="$REG_BEFORE" -v b="$(reg_jiffies)" -v hz="$(getconf CLK_TCK)" 'BEGIN{printf "%.0f", (b-a)/hz}')
 TOOLS_CPU=$(for k in "${!USR[@]}"; do echo "${USR[$k]} ${SYS[$k]}"; done | tr ' ' '\n' | awk '{s+=$1} END{printf "%.0f", s}')
 
 # ---------------------------------------------------------------- diagnostics
@@ -393,8 +418,8 @@ while (b:=f.read(1<<20)): d.decompress(b)'")
 fi
 
 # ---------------------------------------------------------------- 5. table
-median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{a[NR]=$1} END{if(NR==0){print ""; exit} if(NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
-minmax() { tr ' ' '\n' | grep -v '^$' | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%s–%s", lo, hi}'; }
+median() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk '{a[NR]=$1} END{if(NR==0){print ""; exit} if(NR%2) print a[(NR+1)/2]; else printf "%.2f\n", (a[NR/2]+a[NR/2+1])/2}'; }
+minmax() { tr ' ' '\n' | { grep -v '^$' || true; } | sort -g | awk 'NR==1{lo=$1} {hi=$1} END{if(NR) printf "%s–%s", lo, hi}'; }
 count() { tr ' ' '\n' | grep -vc '^$' || true; }
 LPMX_MED=$(median <<<"${TIMES[lpmx]:-}")
 row() {  # KEY LABEL
@@ -402,15 +427,18 @@ row() {  # KEY LABEL
     med=$(median <<<"${TIMES[$key]:-}"); rng=$(minmax <<<"${TIMES[$key]:-}"); n=$(count <<<"${TIMES[$key]:-}")
     rssmed=$(median <<<"${RSS[$key]:-}")
     fail=${FAILS[$key]:-}
+    fail=${fail%|}
     [ -z "$fail" ] || note="FAILED ${fail//|/; }"
     if [ -z "$med" ]; then
         echo "| $label | failed | – | – | – | – | ${note:-did not run} |"
         return
     fi
-    if [ -n "$LPMX_MED" ] && [ "$key" != lpmx ]; then
+    if [ "$key" = lpmx ]; then
+        ratio="1.00× (baseline)"
+    elif [ -n "$LPMX_MED" ]; then
         ratio=$(awk -v a="$med" -v b="$LPMX_MED" 'BEGIN{printf "%.2f×", a/b}')
     else
-        ratio="1.00× (baseline)"
+        ratio="– (no lpmx-job figure)"
     fi
     if [ "$key" = lpmx-warm ]; then ratio="–"; fi
     echo "| $label | $med | $rng ($n runs) | $ratio | $(median <<<"${USR[$key]}") / $(median <<<"${SYS[$key]}") | $(awk -v k="$rssmed" 'BEGIN{printf "%.0f", k/1024}') | $note |"
@@ -433,7 +461,7 @@ fi
     echo "- Image: \`bench/mpi:latest\` = Debian bookworm minbase + openmpi-bin, libopenmpi3, python3; 3 gzip layers, **$(mib "$IMG_COMPRESSED") MiB compressed** (layers: $(for b in $IMG_LAYERS; do printf '%s ' "$(mib "$b")"; done | sed 's/ $//; s/ / + /g') MiB, sum of manifest sizes), $(mib "$IMG_UNCOMPRESSED") MiB of tar, $IMG_FILES paths"
     echo "- Registry: docker-registry ($(ver docker-registry --version | awk '{print $NF}')) on https://127.0.0.1 (loopback, TLS with a private CA that every tool verifies)"
     echo "- Rounds: $ROUNDS; each tool pulls into an empty store every round, tools interleaved (order rotated per round), \`sync\` before each run, nothing deleted while measuring (after a ${SETTLE}s settle); all as the ordinary user \`$BENCH_USER\`. Measuring took ${BENCH_SECONDS}s."
-    echo "- Other load: 1-minute load average $LOAD_BEFORE after the settle; while measuring the machine was busy for ${BUSY_SECONDS} CPU-s, of which the measured tools used ${TOOLS_CPU} (the rest: the registry, this script, and anything else running)."
+    echo "- Other load: CPUs ${OTHER_BUSY}% busy with other work just before measuring (after waiting ${waited}s for quiet); while measuring the machine was busy for ${BUSY_SECONDS} CPU-s of $((BENCH_SECONDS * $(nproc))), of which the measured tools used ${TOOLS_CPU} and the registry ${REG_CPU} (the rest: this script's checks and anything else running)."
     echo "- Versions: lpmx-job $(ver "$WORK/bin/lpmx-job" --version | awk '{print $NF}') (release build of ${LPMX_REV:-git $(git -C "$REPO" rev-parse --short HEAD 2>/dev/null || echo ?)$(git -C "$REPO" diff --quiet HEAD -- src 2>/dev/null || echo ', src/ with uncommitted changes')}); ch-image $(ver env USER=root ch-image --version); $(ver skopeo --version); $(ver umoci --version); $(ver podman --version) (storage driver $PODMAN_DRIVER)"
     echo
     echo "| tool | median s (wall) | range | ratio (peer / lpmx-job) | CPU user / sys s (median) | peak RSS MiB (median) | notes |"
@@ -487,7 +515,7 @@ fi
         echo
         echo "## Failures"
         echo
-        for t in "${!FAILS[@]}"; do echo "- $t: ${FAILS[$t]//|/; }"; done
+        for t in "${!FAILS[@]}"; do f=${FAILS[$t]%|}; echo "- $t: ${f//|/; }"; done
     fi
 } >"$RESULTS.tmp"
 mv "$RESULTS.tmp" "$RESULTS"
