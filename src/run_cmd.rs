@@ -115,6 +115,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         .map(|b| runtime::parse_bind(b, &cwd))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
+    let user_binds = crate::batch_cmd::with_job_binds(user_binds, &note);
     let write = match &a.write {
         None => Write::ReadOnly,
         Some(None) => Write::Scratch,

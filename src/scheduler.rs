@@ -48,6 +48,17 @@ pub const BATCH_SYSTEMS: &[BatchSystem] = &[
     },
 ];
 
+/// Variables naming host directories a task's MPI needs to reach (its launcher's rendezvous
+/// files and shared-memory stores): `run` binds each that exists at the same path, unless a
+/// default bind (/tmp, $TMPDIR, $HOME...) already shows it. Slurm's PMIx plugin puts them
+/// under SlurmdSpoolDir (/var/spool/slurmd), which no default bind covers.
+pub const JOB_DIR_VARS: &[&str] = &[
+    "PMIX_SERVER_TMPDIR",
+    "PMIX_DSTORE_21_BASE_PATH",
+    "PMIX_DSTORE_ESH_BASE_PATH",
+    "PMIX_SYSTEM_TMPDIR",
+];
+
 /// An MPI process-management interface, recognised by what the launcher exports.
 pub struct MpiLaunch {
     pub name: &'static str,

@@ -4,7 +4,9 @@
 //! `BASE/lpmx-stage-UID/job-JOBID/...`, where BASE is node-local storage (`$TMPDIR`, else
 //! `/tmp`, or `/dev/shm`). One directory per user (mode 0700, so other users cannot see or
 //! plant anything), one per job inside it, so `cleanup --job ID` removes exactly what that job
-//! staged on this node, and root (an epilog) can do it for every user at once.
+//! staged on this node, and root (an epilog) can do it for every user at once. Every task
+//! using a job's staging holds a shared lock on `job-JOBID/.inuse`; staging no task holds and
+//! unused for [`RECLAIM_AFTER`] seconds is reclaimed by the user's next job on the node.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
@@ -102,11 +104,7 @@ pub fn stage_tree(tree: &Path, base: &Path, uid: u32, job: &str) -> Result<(Path
     let user = user_dir(base, uid);
     make_private_dir(&user).map_err(err(&user))?;
     let jobd = job_dir(base, uid, job)?;
-    match std::fs::create_dir(&jobd) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
-        Err(e) => return Err(err(&jobd)(e)),
-    }
+    hold_job_dir(&jobd).map_err(err(&jobd))?;
     let dest = jobd.join(&name);
     let done = |d: &Path| d.join("tree.json").is_file();
     if done(&dest) {
@@ -141,7 +139,102 @@ pub fn stage_tree(tree: &Path, base: &Path, uid: u32, job: &str) -> Result<(Path
         remove_tree(&dest)?;
     }
     std::fs::rename(&tmp, &dest).map_err(err(&dest))?;
+    // The job's first task on this node also reclaims what jobs that ended without an
+    // epilog or `cleanup` left here.
+    let _ = reclaim(base, uid, job, RECLAIM_AFTER);
     Ok((dest, true))
+}
+
+/// Seconds after its last use that a job's staging nobody holds may be reclaimed.
+pub const RECLAIM_AFTER: u64 = 3600;
+
+/// The marker every task using a job's staging holds a shared lock on, for its whole life.
+const INUSE: &str = ".inuse";
+
+/// Creates the job's directory if needed and takes a shared lock on its `.inuse` marker, kept
+/// by this process and the command it execs (the descriptor survives exec), so `reclaim`
+/// leaves a job's staging alone while any of its tasks runs. Retried if a reclaim removed the
+/// directory between our open and our lock.
+fn hold_job_dir(jobd: &Path) -> std::io::Result<()> {
+    use std::os::fd::{AsRawFd, IntoRawFd};
+    for _ in 0..5 {
+        match std::fs::create_dir(jobd) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e),
+        }
+        let marker = jobd.join(INUSE);
+        let f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&marker)?;
+        f.lock_shared()?;
+        let same = std::fs::metadata(&marker)
+            .map(|m| m.ino() == f.metadata().map(|n| n.ino()).unwrap_or(0))
+            .unwrap_or(false);
+        if !same {
+            continue; // reclaimed under us: make it again
+        }
+        let now = std::fs::FileTimes::new().set_modified(std::time::SystemTime::now());
+        let _ = f.set_times(now);
+        unsafe {
+            let flags = libc::fcntl(f.as_raw_fd(), libc::F_GETFD);
+            libc::fcntl(f.as_raw_fd(), libc::F_SETFD, flags & !libc::FD_CLOEXEC);
+        }
+        let _ = f.into_raw_fd(); // held until the task ends
+        return Ok(());
+    }
+    Err(std::io::Error::other(
+        "the job's staging directory keeps being removed",
+    ))
+}
+
+/// Removes this user's staging of other jobs under `base` that no task holds and that no one
+/// used for `after` seconds (their job ended and neither epilog nor `cleanup` ran). Returns
+/// what it removed.
+pub fn reclaim(base: &Path, uid: u32, current: &str, after: u64) -> Result<Vec<PathBuf>, Error> {
+    let user = user_dir(base, uid);
+    let Ok(rd) = std::fs::read_dir(&user) else {
+        return Ok(Vec::new());
+    };
+    let now = std::time::SystemTime::now();
+    let mut removed = Vec::new();
+    for e in rd.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(job) = name.strip_prefix("job-") else {
+            continue;
+        };
+        if job == current || !e.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let d = e.path();
+        let marker = d.join(INUSE);
+        let Ok(f) = std::fs::OpenOptions::new().write(true).open(&marker) else {
+            // No marker: an older layout or a half-made directory; judged by its own age.
+            let old = d
+                .symlink_metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| now.duration_since(t).unwrap_or_default().as_secs() >= after);
+            if old {
+                remove_tree(&d)?;
+                removed.push(d);
+            }
+            continue;
+        };
+        if f.try_lock().is_err() {
+            continue; // a task of that job runs
+        }
+        let idle = f
+            .metadata()
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| now.duration_since(t).unwrap_or_default().as_secs() >= after);
+        if idle {
+            remove_tree(&d)?;
+            removed.push(d);
+        }
+    }
+    Ok(removed)
 }
 
 /// Creates `dir` (mode 0700) or checks that the existing one is a directory of ours that no
@@ -462,6 +555,40 @@ mod tests {
         assert!(!dest.exists());
         std::fs::set_permissions(root.join("data"), std::fs::Permissions::from_mode(0o755))
             .unwrap();
+    }
+
+    #[test]
+    fn staging_of_ended_jobs_is_reclaimed_and_running_ones_kept() {
+        use std::os::fd::FromRawFd;
+        let t = tempfile::tempdir().unwrap();
+        let base = t.path();
+        let uid = crate::host::uid();
+        let tree = t.path().join("trees/abc");
+        std::fs::create_dir_all(tree.join("root")).unwrap();
+        std::fs::write(tree.join("tree.json"), "{}").unwrap();
+        // Job 1 "runs": this process holds its marker. Job 2 ended: nobody holds it.
+        stage_tree(&tree, base, uid, "1").unwrap();
+        let held: Vec<i32> = std::fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| {
+                let fd: i32 = e.file_name().to_string_lossy().parse().ok()?;
+                let target = std::fs::read_link(e.path()).ok()?;
+                target.ends_with("job-1/.inuse").then_some(fd)
+            })
+            .collect();
+        assert_eq!(held.len(), 1, "the task holds job 1's marker");
+        let j2 = user_dir(base, uid).join("job-2");
+        std::fs::create_dir_all(j2.join("abc/root")).unwrap();
+        std::fs::write(j2.join(INUSE), "").unwrap();
+        // Used just now: kept until RECLAIM_AFTER has passed.
+        assert!(reclaim(base, uid, "3", RECLAIM_AFTER).unwrap().is_empty());
+        let removed = reclaim(base, uid, "3", 0).unwrap();
+        assert_eq!(removed, vec![j2.clone()], "job 1 is in use, job 2 is not");
+        // Job 1's task ends: its staging can go too, but never the current job's.
+        drop(unsafe { std::fs::File::from_raw_fd(held[0]) });
+        assert!(reclaim(base, uid, "1", 0).unwrap().is_empty());
+        assert_eq!(reclaim(base, uid, "3", 0).unwrap().len(), 1);
     }
 
     #[test]

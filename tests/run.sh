@@ -5,8 +5,10 @@
 #
 # It installs what it needs, creates the unprivileged user `lpmxtest`, starts
 # three real registries on loopback (HTTP, TLS, TLS+basic auth) sharing one
-# storage, builds fixture images with busybox-static/umoci/skopeo, builds the
-# Rust tests, and runs every test executable as `lpmxtest`.
+# storage, a one-node Slurm cluster (munge, slurmctld, slurmd: tests/setup/slurm.sh),
+# builds fixture images with busybox-static/umoci/skopeo and an MPI image with
+# mmdebstrap (kept in /var/tmp/lpmx-test-cache), builds the Rust tests, and runs
+# every test executable as `lpmxtest`.
 #
 # Environment:
 #   LPMX_TEST_KEEP=1        keep the work directory (/tmp/lpmx-test.XXXXXX) at exit
@@ -31,6 +33,8 @@ WORK=
 . "$SETUP/packages.sh"
 # shellcheck source=tests/setup/registry.sh
 . "$SETUP/registry.sh"
+# shellcheck source=tests/setup/slurm.sh
+. "$SETUP/slurm.sh"
 # shellcheck source=tests/setup/fixtures.sh
 . "$SETUP/fixtures.sh"
 # shellcheck source=tests/setup/tests.sh
@@ -44,13 +48,14 @@ cleanup() {
         echo "ERROR: failed during step: $LPMX_STEP (exit $rc)" >&2
         if [ -n "$WORK" ] && [ -d "$WORK/logs" ]; then
             local f
-            for f in "$WORK"/logs/registry-*.log; do
+            for f in "$WORK"/logs/registry-*.log "$WORK"/logs/slurm*.log; do
                 [ -s "$f" ] || continue
                 echo "---- last lines of $f ----" >&2
                 tail -n 15 "$f" >&2
             done
         fi
     fi
+    stop_slurm
     [ -n "$WORK" ] && kill_strays
     stop_registries
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
@@ -90,9 +95,12 @@ info "$WORK"
 
 step "4/8 registries"
 start_registries
+step "4/8 slurm"
+start_slurm
 
 step "5/8 fixture images"
 build_fixtures
+build_mpi_image
 write_test_env
 reset_registry_logs
 info "fixtures: $WORK/fixtures (oci layout, one.docker.tar, fixtures.json, rootfs/)"

@@ -4,6 +4,7 @@
 
 mod support;
 
+mod batch;
 mod bridge;
 mod cli;
 mod config;
