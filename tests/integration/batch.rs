@@ -3,12 +3,11 @@
 //! and a parallel step, jobs racing for one uncached image, a job ended by the scheduler, and
 //! the prolog/epilog scripts of integrations/slurm run as slurmd runs them.
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, run, service, stderr, stdout, Env};
+use crate::support::{bin, blob_gets, private_copy, run, service, stderr, stdout, Env};
 
 struct Slurm {
     env: Env,
@@ -98,66 +97,6 @@ fn wait_for_file(p: &Path, limit: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(100));
     }
     false
-}
-
-/// Copies a fixture into a repository of its own, so the registry's access log can be
-/// counted for this test alone (as herd.rs does).
-fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
-    let repo = format!(
-        "lpmx/batch-{}-{}-{}",
-        fixture,
-        std::process::id(),
-        env.dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .replace('.', "-")
-            .to_lowercase()
-    );
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--all",
-            "--insecure-policy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("docker://{reg}/lpmx/{fixture}:latest"))
-        .arg(format!("docker://{reg}/{repo}:latest"))
-        .env("HOME", env.path("home"))
-        .output()
-        .expect("skopeo is installed by tests/run.sh");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    repo
-}
-
-/// Successful blob downloads per digest for one repository, from the registry's access log.
-fn blob_gets(repo: &str) -> BTreeMap<String, usize> {
-    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let prefix = format!("\"GET /v2/{repo}/blobs/");
-    let mut counts = BTreeMap::new();
-    for line in text.lines() {
-        let Some(i) = line.find(&prefix) else {
-            continue;
-        };
-        let rest = &line[i + prefix.len()..];
-        let digest = rest.split_whitespace().next().unwrap().to_string();
-        let status = rest
-            .split('"')
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or("");
-        if status == "200" || status == "206" {
-            *counts.entry(digest).or_insert(0) += 1;
-        }
-    }
-    counts
 }
 
 /// Each task's report line, keyed by its first field.

@@ -6,67 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::proxy::{self, Faults};
-use crate::support::{json, run, service, stderr, stdout, Env};
-
-/// Copies a fixture into a repository of its own, so the registry's access log can be
-/// counted for this test alone.
-fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
-    let repo = format!(
-        "lpmx/{}-{}-{}",
-        fixture,
-        std::process::id(),
-        env.dir
-            .path()
-            .file_name()
-            .unwrap()
-            .to_string_lossy()
-            .replace('.', "-")
-            .to_lowercase()
-    );
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--all",
-            "--insecure-policy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("docker://{reg}/lpmx/{fixture}:latest"))
-        .arg(format!("docker://{reg}/{repo}:latest"))
-        .env("HOME", env.path("home"))
-        .output()
-        .expect("skopeo is installed by tests/run.sh");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    repo
-}
-
-/// Successful blob downloads per digest for one repository, from the registry's access log.
-fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
-    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let prefix = format!("\"GET /v2/{repo}/blobs/");
-    let mut counts = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let Some(i) = line.find(&prefix) else {
-            continue;
-        };
-        let rest = &line[i + prefix.len()..];
-        let digest = rest.split_whitespace().next().unwrap().to_string();
-        let status = rest
-            .split('"')
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or("");
-        if status == "200" || status == "206" {
-            *counts.entry(digest).or_insert(0) += 1;
-        }
-    }
-    counts
-}
+use crate::support::{blob_gets, json, private_copy, run, service, stderr, stdout, Env};
 
 /// `n` processes pull one uncached image into one fresh cache at once, taking locks in `mode`
 /// (None: probed and recorded by whichever comes first): all succeed and the registry serves

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{json, run, service, stderr, stdout, Env};
+use crate::support::{json, private_copy, run, service, stderr, stdout, Env};
 
 struct Ctx {
     env: Env,
@@ -493,38 +493,6 @@ fn sixteen_concurrent_runs_of_one_image() {
         );
     }
     c.verify_cache();
-}
-
-/// Copies a fixture into a repository of this test's own, so the registry's access log can
-/// be read for this test alone.
-fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
-    let tag = env
-        .dir
-        .path()
-        .file_name()
-        .unwrap()
-        .to_string_lossy()
-        .replace('.', "-")
-        .to_lowercase();
-    let repo = format!("lpmx/run-{fixture}-{}-{tag}", std::process::id());
-    let out = Command::new("skopeo")
-        .args([
-            "copy",
-            "--insecure-policy",
-            "--src-tls-verify=false",
-            "--dest-tls-verify=false",
-        ])
-        .arg(format!("docker://{reg}/lpmx/{fixture}:latest"))
-        .arg(format!("docker://{reg}/{repo}:latest"))
-        .env("HOME", env.path("home"))
-        .output()
-        .expect("skopeo is installed by tests/run.sh");
-    assert!(
-        out.status.success(),
-        "skopeo copy: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    repo
 }
 
 /// Every file and directory of the cache with its size and modification time.

@@ -106,3 +106,61 @@ pub fn json(o: &Output) -> serde_json::Value {
 pub fn exists(p: &Path) -> bool {
     p.symlink_metadata().is_ok()
 }
+
+/// Copies a fixture (all its platforms) into a repository of this test's own, so the
+/// registry's access log can be read for this test alone.
+pub fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
+    let tag = env
+        .dir
+        .path()
+        .file_name()
+        .unwrap()
+        .to_string_lossy()
+        .replace('.', "-")
+        .to_lowercase();
+    let repo = format!("lpmx/{fixture}-{}-{tag}", std::process::id());
+    let out = Command::new("skopeo")
+        .args([
+            "copy",
+            "--all",
+            "--insecure-policy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{reg}/lpmx/{fixture}:latest"))
+        .arg(format!("docker://{reg}/{repo}:latest"))
+        .env("HOME", env.path("home"))
+        .output()
+        .expect("skopeo is installed by tests/run.sh");
+    assert!(
+        out.status.success(),
+        "skopeo copy: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    repo
+}
+
+/// Successful blob downloads (200, or 206 for a resumed one) per digest for one repository,
+/// from the plain-HTTP registry's access log.
+pub fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let prefix = format!("\"GET /v2/{repo}/blobs/");
+    let mut counts = std::collections::BTreeMap::new();
+    for line in text.lines() {
+        let Some(i) = line.find(&prefix) else {
+            continue;
+        };
+        let rest = &line[i + prefix.len()..];
+        let digest = rest.split_whitespace().next().unwrap().to_string();
+        let status = rest
+            .split('"')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("");
+        if status == "200" || status == "206" {
+            *counts.entry(digest).or_insert(0) += 1;
+        }
+    }
+    counts
+}
