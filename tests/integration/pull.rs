@@ -244,13 +244,32 @@ fn pulls_from_an_oci_layout_and_refuses_a_corrupt_blob() {
     assert_eq!(json(&out).as_array().unwrap().len(), 0);
 }
 
+/// Trusts the test CA for `reg` in this test's user config file.
+fn trust_ca(env: &Env, reg: &str) {
+    let ca = service("LPMX_TEST_CA").unwrap();
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
+    );
+}
+
+/// The TLS registry with basic auth, trusted, and its user and password.
+fn auth_registry(env: &Env) -> Option<(String, String, String)> {
+    let reg = service("LPMX_TEST_REGISTRY_AUTH")?;
+    trust_ca(env, &reg);
+    Some((
+        reg,
+        service("LPMX_TEST_REGISTRY_USER").unwrap(),
+        service("LPMX_TEST_REGISTRY_PASSWORD").unwrap(),
+    ))
+}
+
 #[test]
 fn tls_registry_needs_its_ca() {
     let env = Env::new();
     let Some(reg) = service("LPMX_TEST_REGISTRY_TLS") else {
         return;
     };
-    let ca = service("LPMX_TEST_CA").unwrap();
     let out = run(env.cmd().args(["pull", &format!("{reg}/lpmx/one")]));
     assert_eq!(
         out.status.code(),
@@ -258,26 +277,16 @@ fn tls_registry_needs_its_ca() {
         "an unknown CA must be refused"
     );
     assert!(stderr(&out).contains(&reg), "{}", stderr(&out));
-    env.write(
-        "config/lpmx/config.yaml",
-        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
-    );
+    trust_ca(&env, &reg);
     pull_ok(env.cmd(), &format!("{reg}/lpmx/one"), &[]);
 }
 
 #[test]
 fn auth_registry_uses_docker_credentials() {
     let env = Env::new();
-    let Some(reg) = service("LPMX_TEST_REGISTRY_AUTH") else {
+    let Some((reg, user, pass)) = auth_registry(&env) else {
         return;
     };
-    let ca = service("LPMX_TEST_CA").unwrap();
-    let user = service("LPMX_TEST_REGISTRY_USER").unwrap();
-    let pass = service("LPMX_TEST_REGISTRY_PASSWORD").unwrap();
-    env.write(
-        "config/lpmx/config.yaml",
-        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
-    );
     let out = run(env.cmd().args(["pull", &format!("{reg}/lpmx/one")]));
     assert_eq!(out.status.code(), Some(125));
     let err = stderr(&out);
@@ -298,10 +307,7 @@ fn auth_registry_uses_docker_credentials() {
     )
     .unwrap();
     let env2 = Env::new();
-    env2.write(
-        "config/lpmx/config.yaml",
-        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
-    );
+    trust_ca(&env2, &reg);
     let out = run(env2
         .cmd()
         .env("DOCKER_CONFIG", dc.parent().unwrap())
@@ -490,16 +496,9 @@ fn login_checks_and_stores_credentials_and_logout_removes_them() {
     use std::io::Write;
     use std::os::unix::fs::PermissionsExt;
     let env = Env::new();
-    let Some(reg) = service("LPMX_TEST_REGISTRY_AUTH") else {
+    let Some((reg, user, pass)) = auth_registry(&env) else {
         return;
     };
-    let ca = service("LPMX_TEST_CA").unwrap();
-    let user = service("LPMX_TEST_REGISTRY_USER").unwrap();
-    let pass = service("LPMX_TEST_REGISTRY_PASSWORD").unwrap();
-    env.write(
-        "config/lpmx/config.yaml",
-        &format!("registries:\n  \"{reg}\":\n    ca: {ca}\n"),
-    );
     let docker = env.path("docker");
     let login = |password: &str| {
         let mut child = env
