@@ -153,6 +153,31 @@ pub enum Command {
         #[arg(long = "dir", value_name = "DIR")]
         dirs: Vec<PathBuf>,
     },
+    /// Make a command of an image callable on the host: writes a wrapper that runs it in the
+    /// image with the caller's arguments, working directory and stdio.
+    #[command(group = clap::ArgGroup::new("what").required(true).args(["image", "list", "remove"]))]
+    Expose {
+        /// The image, as for `run`.
+        #[arg(requires = "command")]
+        image: Option<String>,
+        /// The command in the image, e.g. `samtools` or `/usr/bin/python3`.
+        command: Option<String>,
+        /// The wrapper's name (default: the command's file name).
+        #[arg(long = "as", value_name = "NAME")]
+        name: Option<String>,
+        /// Where wrappers go (default: $XDG_BIN_HOME, else ~/.local/bin).
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+        /// List the wrappers in DIR.
+        #[arg(long, conflicts_with_all = ["image", "remove", "name"])]
+        list: bool,
+        /// Remove the wrapper NAME from DIR.
+        #[arg(long, value_name = "NAME", conflicts_with_all = ["image", "name"])]
+        remove: Option<String>,
+        /// Print `--list` as JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// Print a shell completion script.
     Completions {
         /// bash, zsh, fish, elvish or powershell.

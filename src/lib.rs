@@ -9,6 +9,7 @@ pub mod config;
 pub mod doctor;
 pub mod environ;
 pub mod exit;
+pub mod expose;
 pub mod host;
 pub mod lock;
 pub mod probe;

@@ -31,6 +31,9 @@ _lpmx__job() {
             lpmx__job,doctor)
                 cmd="lpmx__job__subcmd__doctor"
                 ;;
+            lpmx__job,expose)
+                cmd="lpmx__job__subcmd__expose"
+                ;;
             lpmx__job,help)
                 cmd="lpmx__job__subcmd__help"
                 ;;
@@ -115,6 +118,9 @@ _lpmx__job() {
             lpmx__job__subcmd__help,doctor)
                 cmd="lpmx__job__subcmd__help__subcmd__doctor"
                 ;;
+            lpmx__job__subcmd__help,expose)
+                cmd="lpmx__job__subcmd__help__subcmd__expose"
+                ;;
             lpmx__job__subcmd__help,help)
                 cmd="lpmx__job__subcmd__help__subcmd__help"
                 ;;
@@ -167,7 +173,7 @@ _lpmx__job() {
 
     case "${cmd}" in
         lpmx__job)
-            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help"
+            opts="-v -q -h -V --cache --config --verbose --quiet --help --version pull images rmi search login logout tags cache run doctor config prefetch cleanup expose completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -510,8 +516,42 @@ _lpmx__job() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        lpmx__subcmd__job__subcmd__expose)
+            opts="-v -q -h --as --dir --list --remove --json --cache --config --verbose --quiet --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --as)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --dir)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --remove)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cache)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --config)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         lpmx__subcmd__job__subcmd__help)
-            opts="pull images rmi search login logout tags cache run doctor config prefetch cleanup completions man help"
+            opts="pull images rmi search login logout tags cache run doctor config prefetch cleanup expose completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -637,6 +677,20 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__help__subcmd__doctor)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        lpmx__subcmd__job__subcmd__help__subcmd__expose)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )

@@ -358,6 +358,25 @@ _arguments "${_arguments_options[@]}" : \
 '--help[Print help]' \
 && ret=0
 ;;
+(expose)
+_arguments "${_arguments_options[@]}" : \
+'--as=[The wrapper'\''s name (default\: the command'\''s file name)]:NAME:_default' \
+'--dir=[Where wrappers go (default\: \$XDG_BIN_HOME, else ~/.local/bin)]:DIR:_files' \
+'(--as)--remove=[Remove the wrapper NAME from DIR]:NAME:_default' \
+'--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
+'--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
+'(--remove --as)--list[List the wrappers in DIR]' \
+'--json[Print \`--list\` as JSON]' \
+'*-v[Say more\: repeat for more detail; errors show their whole chain]' \
+'*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
+'(-v --verbose)-q[Say only errors]' \
+'(-v --verbose)--quiet[Say only errors]' \
+'-h[Print help]' \
+'--help[Print help]' \
+'::image -- The image, as for `run`:_default' \
+'::command -- The command in the image, e.g. `samtools` or `/usr/bin/python3`:_default' \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
@@ -488,6 +507,10 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 && ret=0
 ;;
+(expose)
+_arguments "${_arguments_options[@]}" : \
+&& ret=0
+;;
 (completions)
 _arguments "${_arguments_options[@]}" : \
 && ret=0
@@ -525,6 +548,7 @@ _lpmx-job_commands() {
 'config:Show the effective configuration' \
 'prefetch:Make images ready on this node for a job (for prologs)\: pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network' \
 'cleanup:Remove what a job staged on this node (for epilogs)\: the caller'\''s staging, or every user'\''s when run as root' \
+'expose:Make a command of an image callable on the host\: writes a wrapper that runs it in the image with the caller'\''s arguments, working directory and stdio' \
 'completions:Print a shell completion script' \
 'man:Print the man page, or write one page per verb into a directory' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -632,6 +656,11 @@ _lpmx-job__subcmd__doctor_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job doctor commands' commands "$@"
 }
+(( $+functions[_lpmx-job__subcmd__expose_commands] )) ||
+_lpmx-job__subcmd__expose_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job expose commands' commands "$@"
+}
 (( $+functions[_lpmx-job__subcmd__help_commands] )) ||
 _lpmx-job__subcmd__help_commands() {
     local commands; commands=(
@@ -648,6 +677,7 @@ _lpmx-job__subcmd__help_commands() {
 'config:Show the effective configuration' \
 'prefetch:Make images ready on this node for a job (for prologs)\: pull into the cache when missing and assemble the tree. Quiet unless -v; a warm image touches no network' \
 'cleanup:Remove what a job staged on this node (for epilogs)\: the caller'\''s staging, or every user'\''s when run as root' \
+'expose:Make a command of an image callable on the host\: writes a wrapper that runs it in the image with the caller'\''s arguments, working directory and stdio' \
 'completions:Print a shell completion script' \
 'man:Print the man page, or write one page per verb into a directory' \
 'help:Print this message or the help of the given subcommand(s)' \
@@ -704,6 +734,11 @@ _lpmx-job__subcmd__help__subcmd__config__subcmd__show_commands() {
 _lpmx-job__subcmd__help__subcmd__doctor_commands() {
     local commands; commands=()
     _describe -t commands 'lpmx-job help doctor commands' commands "$@"
+}
+(( $+functions[_lpmx-job__subcmd__help__subcmd__expose_commands] )) ||
+_lpmx-job__subcmd__help__subcmd__expose_commands() {
+    local commands; commands=()
+    _describe -t commands 'lpmx-job help expose commands' commands "$@"
 }
 (( $+functions[_lpmx-job__subcmd__help__subcmd__help_commands] )) ||
 _lpmx-job__subcmd__help__subcmd__help_commands() {

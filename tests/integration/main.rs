@@ -9,6 +9,7 @@ mod bridge;
 mod cli;
 mod config;
 mod doctor;
+mod expose;
 mod herd;
 mod proxy;
 mod pull;
