@@ -821,3 +821,64 @@ fn slurmd_runs_the_prolog_as_root_and_prefetches_as_the_job_user() {
         "the user's cache stays the user's"
     );
 }
+
+/// Host-command bridging inside a real job: the container asks the host's Slurm about its
+/// own job, starts a nested step and submits another job.
+#[test]
+fn bridged_slurm_commands_work_inside_a_job() {
+    let Some(s) = slurm() else { return };
+    let img = s.image("one");
+    let inner_out = s.env.path("inner.out");
+    // Run by the image's busybox sh; squeue, srun and sbatch reach the host through the bridge.
+    // `-w "$PWD"`: the image's WorkingDir is `/`, which the host commands could not run in.
+    let inside = s.env.write(
+        "inside.sh",
+        &format!(
+            "echo \"queued=$(squeue -h -j $SLURM_JOB_ID -o %i)\"\n\
+             srun -n1 sh -c 'echo \"step=$SLURM_STEP_ID job=$SLURM_JOB_ID\"'\n\
+             echo \"step-status=$?\"\n\
+             jid=$(sbatch --parsable -t 1 -o {out} --wrap 'echo inner ran')\n\
+             echo \"submitted=$jid\"\n",
+            out = inner_out.display()
+        ),
+    );
+    let script = s.script(
+        "bridge.sh",
+        &format!(
+            "#SBATCH -n 1\n{b} -q run -w \"$PWD\" --host-cmd squeue --host-cmd srun --host-cmd sbatch {img} sh {inside}\n",
+            b = bin().display(),
+            inside = inside.display()
+        ),
+    );
+    let out_file = s.env.path("bridge.out");
+    let out = s.sbatch_wait(&script, &out_file, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let job = stdout(&out).trim().split(';').next().unwrap().to_string();
+    let text = read(&out_file);
+    eprintln!("job output:\n{text}");
+    assert!(
+        text.contains(&format!("queued={job}\n")),
+        "squeue sees the job: {text}"
+    );
+    assert!(
+        text.contains(&format!("job={job}\n")) && text.contains("step-status=0"),
+        "a nested step ran: {text}"
+    );
+    let submitted = text
+        .lines()
+        .find_map(|l| l.strip_prefix("submitted="))
+        .unwrap_or("");
+    assert!(
+        submitted.trim().parse::<u64>().is_ok(),
+        "sbatch submitted a job: {text}"
+    );
+    assert!(
+        wait_for_file(&inner_out, Duration::from_secs(60)),
+        "the submitted job ran"
+    );
+    let t0 = Instant::now();
+    while !read(&inner_out).contains("inner ran") && t0.elapsed() < Duration::from_secs(30) {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(read(&inner_out), "inner ran\n");
+}
