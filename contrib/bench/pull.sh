@@ -62,47 +62,11 @@ if ! command -v hyperfine >/dev/null 2>&1; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq hyperfine >/dev/null 2>&1 || true
 fi
 
-if ! id "$BENCH_USER" >/dev/null 2>&1; then
-    log "creating user $BENCH_USER"
-    useradd -m -s /bin/bash "$BENCH_USER"
-fi
-BENCH_HOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
-# Rootless podman needs a subordinate id range; useradd adds one only if the files exist.
-add_subids() {  # FILE
-    local f=$1 start
-    touch "$f"
-    grep -q "^$BENCH_USER:" "$f" && return 0
-    start=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' "$f")
-    echo "$BENCH_USER:$start:65536" >>"$f"
-}
-add_subids /etc/subuid
-add_subids /etc/subgid
-
-# ---------------------------------------------------------------- work dir, cleanup
-WORK=$(mktemp -d /var/tmp/lpmx-bench-run.XXXXXX)
-chmod 755 "$WORK"
-# podman refuses a --runroot longer than 50 characters: keep those under a short path.
-SHORT=$(mktemp -d /tmp/lpb.XXXXXX)
-chmod 755 "$SHORT"
-REG_PID=
-PAUSE_PIDFILE=$WORK/xdg-run/libpod/tmp/pause.pid
-cleanup() {
-    local rc=$?
-    set +e
-    if [ -n "$REG_PID" ]; then
-        kill -TERM "$REG_PID" 2>/dev/null
-        wait "$REG_PID" 2>/dev/null
-    fi
-    # Rootless podman leaves a pause process holding its user namespace; end that one only.
-    if [ -f "$PAUSE_PIDFILE" ]; then
-        kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null
-    fi
-    log "removing the temporary stores (about 150,000 files: can take minutes here)"
-    rm -rf "$WORK" "$SHORT"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+# shellcheck source=contrib/bench/common.sh
+source "$HERE/common.sh"
+bench_user
+CLEANUP_NOTE="removing the temporary stores (about 150,000 files: can take minutes here)"
+bench_workdirs /tmp/lpb
 
 U=$WORK/u               # everything the bench user writes lives under here
 mkdir -p "$U" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"

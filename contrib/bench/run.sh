@@ -70,48 +70,12 @@ for opt in hyperfine linux-perf; do  # hyperfine: handy by hand, unused here; pe
 done
 static_bin /bin/busybox || die "/bin/busybox is not the static one (busybox-static)"
 
-if ! id "$BENCH_USER" >/dev/null 2>&1; then
-    log "creating user $BENCH_USER"
-    useradd -m -s /bin/bash "$BENCH_USER"
-fi
-BENCH_HOME=$(getent passwd "$BENCH_USER" | cut -d: -f6)
+# shellcheck source=contrib/bench/common.sh
+source "$HERE/common.sh"
+bench_user
 BENCH_UID=$(id -u "$BENCH_USER")
 BENCH_GID=$(id -g "$BENCH_USER")
-# Rootless podman needs a subordinate id range; useradd adds one only if the files exist.
-add_subids() {  # FILE
-    local f=$1 start
-    touch "$f"
-    grep -q "^$BENCH_USER:" "$f" && return 0
-    start=$(awk -F: 'BEGIN{m=100000} {e=$2+$3; if (e>m) m=e} END{print m}' "$f")
-    echo "$BENCH_USER:$start:65536" >>"$f"
-}
-add_subids /etc/subuid
-add_subids /etc/subgid
-
-# ---------------------------------------------------------------- work dir, cleanup
-WORK=$(mktemp -d /var/tmp/lpmx-bench-run.XXXXXX)
-chmod 755 "$WORK"
-# podman refuses a --runroot longer than 50 characters: keep it under a short path.
-SHORT=$(mktemp -d /tmp/lpr.XXXXXX)
-chmod 755 "$SHORT"
-REG_PID=
-PAUSE_PIDFILE=$WORK/xdg-run/libpod/tmp/pause.pid
-cleanup() {
-    local rc=$?
-    set +e
-    if [ -n "$REG_PID" ]; then
-        kill -TERM "$REG_PID" 2>/dev/null
-        wait "$REG_PID" 2>/dev/null
-    fi
-    # Rootless podman leaves a pause process holding its user namespace; end that one only.
-    if [ -f "$PAUSE_PIDFILE" ]; then
-        kill -TERM "$(cat "$PAUSE_PIDFILE")" 2>/dev/null
-    fi
-    rm -rf "$WORK" "$SHORT"
-    exit "$rc"
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
+bench_workdirs /tmp/lpr
 
 U=$WORK/u               # everything the bench user writes lives under here
 mkdir -p "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
