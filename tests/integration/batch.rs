@@ -69,6 +69,17 @@ impl Slurm {
         p
     }
 
+    /// Runs a job script to its end, which must succeed: (job id, the job's output).
+    fn job(&self, script: &Path, out_name: &str) -> (String, String) {
+        let out_file = self.env.path(out_name);
+        let out = self.sbatch_wait(script, &out_file, &[]);
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        let job = stdout(&out).trim().split(';').next().unwrap().to_string();
+        let text = read(&out_file);
+        eprintln!("job output:\n{text}");
+        (job, text)
+    }
+
     fn sbatch_wait(&self, script: &Path, out: &Path, extra: &[&str]) -> Output {
         run(self
             .cmd("sbatch")
@@ -194,12 +205,7 @@ fn sbatch_script_with_a_batch_step_and_a_parallel_step() {
             p = probe(&probe_dir(&s, "up"), 2)
         ),
     );
-    let out_file = s.env.path("job.out");
-    let out = s.sbatch_wait(&script, &out_file, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let job = stdout(&out).trim().split(';').next().unwrap().to_string();
-    let text = read(&out_file);
-    eprintln!("job output:\n{text}");
+    let (job, text) = s.job(&script, "job.out");
     assert!(
         text.contains(&format!("batch fixture=one job={job}\n")),
         "the batch step ran in the image: {text}"
@@ -850,12 +856,7 @@ fn bridged_slurm_commands_work_inside_a_job() {
             inside = inside.display()
         ),
     );
-    let out_file = s.env.path("bridge.out");
-    let out = s.sbatch_wait(&script, &out_file, &[]);
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let job = stdout(&out).trim().split(';').next().unwrap().to_string();
-    let text = read(&out_file);
-    eprintln!("job output:\n{text}");
+    let (job, text) = s.job(&script, "bridge.out");
     assert!(
         text.contains(&format!("queued={job}\n")),
         "squeue sees the job: {text}"
