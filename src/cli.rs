@@ -223,6 +223,14 @@ pub enum ConfigCommand {
     },
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MpiMode {
+    /// The image's own MPI (nothing injected).
+    Image,
+    /// The host's MPI library and what it needs, first on LD_LIBRARY_PATH.
+    Host,
+}
+
 /// Options of `run`; the command-line contract is in shared/DESIGN.md.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -254,16 +262,71 @@ pub struct RunArgs {
     pub platform: Option<String>,
     /// Inside, NAME runs the host's NAME (found on the host's PATH) with the caller's
     /// arguments, stdio, signals and directory (repeatable).
+    /// A set: @slurm, @sge, @pbs, @lsf, @condor, @mpi. Added to config bridge.commands.
     #[arg(long = "host-cmd", value_name = "NAME")]
     pub host_cmd: Vec<String>,
-    /// The image: NAME[:TAG], HOST:PORT/REPO:TAG, REPO@sha256:..., oci:DIR[:TAG].
-    #[arg(value_name = "IMAGE")]
-    pub image: String,
-    /// The command and its arguments [default: the image's Entrypoint and Cmd].
+    /// Which MPI library the command uses: the image's own, or the host's (config mpi.host),
+    /// for images built against the same MPI ABI.
+    #[arg(long, value_enum, value_name = "MPI", default_value = "image")]
+    pub mpi: MpiMode,
+    /// The image, then the command and its arguments [default: the image's Entrypoint and
+    /// Cmd]. The image: NAME[:TAG], HOST:PORT/REPO:TAG, REPO@sha256:..., oci:DIR[:TAG].
+    /// Everything after IMAGE is the command's, as with `docker run`, flags included.
     #[arg(
-        value_name = "CMD",
+        value_name = "IMAGE [--] [CMD [ARG...]]",
+        required = true,
+        num_args = 1..,
         trailing_var_arg = true,
         allow_hyphen_values = true
     )]
-    pub cmd: Vec<String>,
+    pub args: Vec<String>,
+}
+
+impl RunArgs {
+    /// The image named.
+    pub fn image(&self) -> &str {
+        &self.args[0]
+    }
+
+    /// The command after the image (a `--` right after it is only a separator).
+    pub fn cmd(&self) -> &[String] {
+        let rest = &self.args[1..];
+        match rest.first() {
+            Some(s) if s == "--" => &rest[1..],
+            _ => rest,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn run_args(argv: &[&str]) -> (Global, RunArgs) {
+        let cli = Cli::try_parse_from(argv).unwrap();
+        match cli.command {
+            Command::Run(a) => (cli.global, a),
+            other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn everything_after_the_image_belongs_to_the_command() {
+        let (g, a) = run_args(&["lpmx-job", "run", "img", "-v", "ls", "--help"]);
+        assert_eq!(g.verbose, 0);
+        assert_eq!(
+            (a.image(), a.cmd()),
+            ("img", &["-v".into(), "ls".into(), "--help".into()][..])
+        );
+        let (g, a) = run_args(&["lpmx-job", "run", "-v", "-e", "A=1", "img", "--", "-e", "x"]);
+        assert_eq!(g.verbose, 1);
+        assert_eq!(a.env, ["A=1"]);
+        assert_eq!(a.cmd(), ["-e", "x"]);
+        let (_, a) = run_args(&["lpmx-job", "run", "img", "--", "--"]);
+        assert_eq!(a.cmd(), ["--"]);
+        let (_, a) = run_args(&["lpmx-job", "run", "img"]);
+        assert!(a.cmd().is_empty());
+        assert!(Cli::try_parse_from(["lpmx-job", "run"]).is_err());
+    }
 }

@@ -523,12 +523,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
         }
         Command::Run(args) => crate::run_cmd::run(&cli.global, args),
-        Command::Expose { image, command, name, dir, list, remove, json } => {
+        Command::Expose {
+            image,
+            command,
+            name,
+            dir,
+            list,
+            remove,
+            json,
+        } => {
             let dir = match dir {
                 Some(d) => d,
                 None => std::env::var_os("XDG_BIN_HOME")
                     .map(std::path::PathBuf::from)
-                    .or_else(|| std::env::var_os("HOME").map(|h| std::path::Path::new(&h).join(".local/bin")))
+                    .or_else(|| {
+                        std::env::var_os("HOME")
+                            .map(|h| std::path::Path::new(&h).join(".local/bin"))
+                    })
                     .context("no HOME: say where wrappers go with --dir")?,
             };
             let log = logger(cli.global.quiet);
@@ -545,25 +556,37 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             }
             if let Some(name) = remove {
                 let gone = lpmx_job::expose::remove(&dir, &name)?;
-                log(&format!("{}: removed ({} in {})", gone.path.display(), gone.command, gone.image));
+                log(&format!(
+                    "{}: removed ({} in {})",
+                    gone.path.display(),
+                    gone.command,
+                    gone.image
+                ));
                 return Ok(exit::OK);
             }
-            let (image, command) = (image.expect("clap requires it"), command.expect("clap requires it"));
+            let (image, command) = (
+                image.expect("clap requires it"),
+                command.expect("clap requires it"),
+            );
             // Local sources by absolute path, so the wrapper works from any directory.
             let image = match Reference::parse(&image)? {
                 Reference::OciLayout { dir: d, tag } => {
-                    let d = std::fs::canonicalize(&d).with_context(|| format!("{}", d.display()))?;
+                    let d =
+                        std::fs::canonicalize(&d).with_context(|| format!("{}", d.display()))?;
                     Reference::OciLayout { dir: d, tag }.to_string()
                 }
                 Reference::DockerArchive { file } => {
-                    let file = std::fs::canonicalize(&file).with_context(|| format!("{}", file.display()))?;
+                    let file = std::fs::canonicalize(&file)
+                        .with_context(|| format!("{}", file.display()))?;
                     Reference::DockerArchive { file }.to_string()
                 }
                 r => r.to_string(),
             };
-            let name = name.unwrap_or_else(|| command.rsplit('/').next().unwrap_or(&command).to_string());
+            let name =
+                name.unwrap_or_else(|| command.rsplit('/').next().unwrap_or(&command).to_string());
             let lpmx = std::env::current_exe().context("finding the lpmx-job executable")?;
-            let text = lpmx_job::expose::wrapper(&lpmx, &image, &command, cli.global.cache.as_deref());
+            let text =
+                lpmx_job::expose::wrapper(&lpmx, &image, &command, cli.global.cache.as_deref());
             let path = lpmx_job::expose::expose(&dir, &name, &text)?;
             log(&format!("{}: runs {command} in {image}", path.display()));
             Ok(exit::OK)

@@ -117,6 +117,52 @@ pub struct FileConfig {
     pub progress: Option<Progress>,
     #[serde(default)]
     pub stage: StageFile,
+    #[serde(default)]
+    pub bridge: BridgeFile,
+    #[serde(default)]
+    pub mpi: MpiFile,
+}
+
+/// The host command bridge (see `crate::bridge`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BridgeFile {
+    /// Names bridged in every run, as if given with `--host-cmd` (sets such as `@slurm` too).
+    pub commands: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpiFile {
+    #[serde(default)]
+    pub host: MpiHostFile,
+}
+
+/// The host MPI `run --mpi host` injects (see `crate::mpi`).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MpiHostFile {
+    /// The MPI library files, or directories holding them; empty: found by `ldconfig -p`.
+    pub libs: Option<Vec<String>>,
+    /// Further host paths bound read-only at the same path (fabric provider configs, Open
+    /// MPI's component directory).
+    pub binds: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BridgeSettings {
+    pub commands: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MpiSettings {
+    pub host: MpiHostSettings,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MpiHostSettings {
+    pub libs: Vec<PathBuf>,
+    pub binds: Vec<PathBuf>,
 }
 
 /// Node-local staging of image trees in jobs (see `crate::stage`).
@@ -173,6 +219,8 @@ pub struct Settings {
     pub registries: BTreeMap<String, RegistryEntry>,
     pub progress: Progress,
     pub stage: StageSettings,
+    pub bridge: BridgeSettings,
+    pub mpi: MpiSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -227,6 +275,8 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("LPMX_PROGRESS", "progress", EnvKind::Text),
     ("LPMX_STAGE", "stage.mode", EnvKind::Text),
     ("LPMX_STAGE_DIR", "stage.dir", EnvKind::Text),
+    ("LPMX_HOST_CMDS", "bridge.commands", EnvKind::List(',')),
+    ("LPMX_MPI_HOST_LIBS", "mpi.host.libs", EnvKind::List(':')),
 ];
 
 /// Variables that steer loading itself rather than setting a key.
@@ -238,7 +288,13 @@ pub const DEFAULT_SITE_CONFIG: &str = "/etc/lpmx/config.yaml";
 const MAP_KEYS: &[&str] = &["registries"];
 
 /// Key paths whose values are filesystem paths: `~` and `$VAR` are expanded in them.
-const PATH_KEYS: &[&str] = &["cache.dir", "cache.readonly", "stage.dir"];
+const PATH_KEYS: &[&str] = &[
+    "cache.dir",
+    "cache.readonly",
+    "stage.dir",
+    "mpi.host.libs",
+    "mpi.host.binds",
+];
 
 /// Everything outside the process that loading reads, gathered up front so tests can supply it.
 #[derive(Debug, Clone, Default)]
@@ -413,6 +469,15 @@ fn defaults(inputs: &Inputs) -> Settings {
         stage: StageSettings {
             mode: crate::stage::Mode::Auto,
             dir: None,
+        },
+        bridge: BridgeSettings {
+            commands: Vec::new(),
+        },
+        mpi: MpiSettings {
+            host: MpiHostSettings {
+                libs: Vec::new(),
+                binds: Vec::new(),
+            },
         },
     }
 }

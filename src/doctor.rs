@@ -164,6 +164,8 @@ pub fn run(config: &Config) -> Report {
         ),
     });
 
+    checks.extend(mpi_checks(config));
+
     Report {
         host: host::hostname().to_string(),
         user: host::user_name(),
@@ -175,6 +177,66 @@ pub fn run(config: &Config) -> Report {
         can_run: can_enter && cache_ok,
         checks,
     }
+}
+
+/// What `run --mpi host` would inject, per MPI ABI the host has.
+fn mpi_checks(config: &Config) -> Vec<Check> {
+    use crate::mpi::{host_injection, Family};
+    let h = &config.settings.mpi.host;
+    let mut seen = Vec::new();
+    let mut out = Vec::new();
+    let mut last_err = None;
+    for fam in [Family::Mpich, Family::OpenMpi] {
+        match host_injection("doctor", &h.libs, &h.binds, Some(fam)) {
+            Ok(inj) if !seen.contains(&inj.main) => {
+                seen.push(inj.main.clone());
+                let names: Vec<&str> = inj.libs.keys().map(String::as_str).collect();
+                let binds = if inj.binds.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; binds {}",
+                        inj.binds
+                            .iter()
+                            .map(|p| p.display().to_string())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
+                };
+                out.push(check(
+                    "MPI host",
+                    Verdict::Info,
+                    format!(
+                        "run --mpi host injects {} from {} into images built against it, at {}: {}{binds}",
+                        inj.abi,
+                        inj.main.display(),
+                        crate::mpi::LIB_DIR,
+                        names.join(" ")
+                    ),
+                    None,
+                ));
+            }
+            Ok(_) => {}
+            Err(e) => last_err = Some(e),
+        }
+    }
+    if out.is_empty() {
+        let configured = !h.libs.is_empty();
+        out.push(check(
+            "MPI host",
+            if configured {
+                Verdict::Warn
+            } else {
+                Verdict::Info
+            },
+            match last_err {
+                Some(e) => e.to_string().replacen("doctor: ", "", 1),
+                None => "no host MPI library found".into(),
+            },
+            configured.then(|| "fix mpi.host.libs in the configuration".to_string()),
+        ));
+    }
+    out
 }
 
 /// Returns whether containers can be entered (user+mount namespace and tmpfs work).

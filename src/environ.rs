@@ -4,6 +4,7 @@
 //! settings. The rules are the tables below; [`container_env`] applies them and is pure.
 //!
 //! Order, later wins:
+//! 0. [`TASK_DEFAULTS`]: MPI transport settings that one container per task needs;
 //! 1. the host environment, minus `LPMXENV_*` and lpmx-job's internal markers
 //!    (`--cleanenv`: nothing but [`CLEANENV_KEEP`] from the host);
 //! 2. the image's `Env`, except for a variable the job keeps ([`KEEP_PREFIXES`],
@@ -38,6 +39,19 @@ pub const KEEP_NAMES: &[&str] = &[
     "LOGNAME",
     "TERM",
     "TMPDIR",
+];
+
+/// Defaults for what one container per task breaks, set unless the host, the image or the
+/// user sets them. Each task has its own user namespace, so one task may not read another's
+/// `/proc/PID/fd` nor its memory (CMA, `process_vm_readv`): MPI shared-memory transports
+/// that rely on these fail, and must use named shared memory in /dev/shm (bound from the
+/// host, so common to the node's tasks) and plain copies instead.
+pub const TASK_DEFAULTS: &[(&str, &str)] = &[
+    // UCX (MPICH ch4:ucx, Open MPI pml/ucx): name its shared memory segments instead of
+    // passing them through /proc/PID/fd ("mm_posix.c: open(/proc/N/fd/M) failed").
+    ("UCX_POSIX_USE_PROC_LINK", "n"),
+    // Open MPI 4 vader: no CMA single copy (it would fall back itself, with a warning).
+    ("OMPI_MCA_btl_vader_single_copy_mechanism", "none"),
 ];
 
 /// What `--cleanenv` still takes from the host.
@@ -117,7 +131,10 @@ pub fn container_env(i: &Inputs) -> Result<Outcome> {
         .map(|a| parse_setting(a))
         .collect::<Result<Vec<_>>>()?;
     let mut out = Outcome::default();
-    let mut env: BTreeMap<OsString, OsString> = BTreeMap::new();
+    let mut env: BTreeMap<OsString, OsString> = TASK_DEFAULTS
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect();
     let internal = |k: &OsStr| {
         k.as_bytes().starts_with(SET_PREFIX.as_bytes())
             || k.as_bytes().starts_with(INTERNAL_PREFIX.as_bytes())
@@ -169,6 +186,26 @@ pub fn container_env(i: &Inputs) -> Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn task_defaults_yield_to_everyone() {
+        let o = env(&[], &[], &[], true);
+        assert_eq!(o.get("UCX_POSIX_USE_PROC_LINK"), Some(OsStr::new("n")));
+        let o = env(&[("UCX_POSIX_USE_PROC_LINK", "y")], &[], &[], false);
+        assert_eq!(o.get("UCX_POSIX_USE_PROC_LINK"), Some(OsStr::new("y")));
+        let o = env(&[], &["UCX_POSIX_USE_PROC_LINK=y"], &[], false);
+        assert_eq!(o.get("UCX_POSIX_USE_PROC_LINK"), Some(OsStr::new("y")));
+        let o = env(
+            &[],
+            &[],
+            &["OMPI_MCA_btl_vader_single_copy_mechanism=cma"],
+            false,
+        );
+        assert_eq!(
+            o.get("OMPI_MCA_btl_vader_single_copy_mechanism"),
+            Some(OsStr::new("cma"))
+        );
+    }
 
     fn host(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {
         pairs
@@ -258,7 +295,13 @@ mod tests {
             &["X=1"],
             true,
         );
-        let names: Vec<_> = o.vars.iter().map(|(k, _)| k.to_str().unwrap()).collect();
+        // The task defaults stay: MPI needs them whatever the environment.
+        let names: Vec<_> = o
+            .vars
+            .iter()
+            .map(|(k, _)| k.to_str().unwrap())
+            .filter(|k| !TASK_DEFAULTS.iter().any(|(d, _)| d == k))
+            .collect();
         assert_eq!(
             names,
             ["FIXTURE", "FOO", "HOME", "PATH", "TERM", "USER", "X"]

@@ -12,6 +12,7 @@ pub mod exit;
 pub mod expose;
 pub mod host;
 pub mod lock;
+pub mod mpi;
 pub mod probe;
 pub mod progress;
 pub mod pull;

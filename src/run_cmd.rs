@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use oci_spec::image::ImageConfiguration;
 
-use crate::cli::{Global, RunArgs};
+use crate::cli::{Global, MpiMode, RunArgs};
 use crate::commands::{load_config, open_cache, pull_one};
 use lpmx_job::cache::{Cache, ImageRecord};
 use lpmx_job::reference::{Digest, Reference};
@@ -32,7 +32,7 @@ const PULLED: &str = "LPMX_INTERNAL_PULLED";
 const NO_OVERLAY: &str = "LPMX_INTERNAL_NO_OVERLAY";
 
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
-    let image = a.image.clone();
+    let image = a.image().to_string();
     let verbose = g.verbose > 0;
     let note = |m: &str| {
         if verbose {
@@ -89,7 +89,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     let argv = runtime::command_line(
         &list(c.entrypoint()),
         &list(c.cmd()),
-        &a.cmd,
+        a.cmd(),
         a.use_entrypoint,
     );
     if argv.is_empty() {
@@ -137,9 +137,39 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         }
     })?;
     let tree = crate::batch_cmd::staged(&config, tree, &note)?;
-    for n in &a.host_cmd {
-        bridge::check_name(&image, n)?;
-    }
+    let names: Vec<String> = config
+        .settings
+        .bridge
+        .commands
+        .iter()
+        .chain(&a.host_cmd)
+        .cloned()
+        .collect();
+    let names = bridge::expand_names(&image, &names)?;
+    let mut env = env;
+    let mut user_binds = user_binds;
+    let mpi_libs = match a.mpi {
+        MpiMode::Image => None,
+        MpiMode::Host => {
+            let inj = host_mpi(&config, &image, &tree, &c.env().clone().unwrap_or_default())?;
+            note(&format!(
+                "--mpi host: {} from {}: {} libraries at {}",
+                inj.abi,
+                inj.main.display(),
+                inj.libs.len(),
+                lpmx_job::mpi::LIB_DIR
+            ));
+            let path = lpmx_job::mpi::library_path(get_var(&env.vars, "LD_LIBRARY_PATH"));
+            set_var(&mut env.vars, "LD_LIBRARY_PATH", path);
+            user_binds.extend(inj.binds.iter().map(|p| runtime::Bind {
+                src: p.clone(),
+                dst: p.clone(),
+                ro: true,
+                spec: Some(format!("mpi.host.binds: {}", p.display())),
+            }));
+            Some(inj.libs)
+        }
+    };
     let default_binds = runtime::default_binds(&view);
     let mut spec = Spec {
         image: image.clone(),
@@ -159,6 +189,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         tmpfs_size: None,
         try_overlay: std::env::var_os(NO_OVERLAY).is_none(),
         bridge: None,
+        mpi_libs,
     };
 
     // Anything that started a thread (a lock heartbeat, a progress bar) leaves it behind in
@@ -166,15 +197,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
         return Err(reexec(&rec.manifest));
     }
-    if a.host_cmd.is_empty() {
+    if names.is_empty() {
         // No bridge: exec in place, no supervisor.
         return enter_and_exec(&spec, &argv, &env.vars, &note).map_err(Into::into);
     }
 
     // The bridge: a supervisor stays on the host side (see `lpmx_job::bridge`).
-    let mut names = a.host_cmd.clone();
-    names.sort();
-    names.dedup();
     let listener = bridge::supervise::Listener::create(&image)?;
     // The path, not /proc/self/exe: a bind from a magic link would name a mount of the host's
     // namespace, which the kernel refuses once the child has its own.
@@ -217,6 +245,37 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         }
     })?;
     Ok(code)
+}
+
+/// `--mpi host`: what to inject, checked against the MPI the image was built with.
+fn host_mpi(
+    config: &lpmx_job::config::Config,
+    image: &str,
+    tree: &Path,
+    image_env: &[String],
+) -> anyhow::Result<lpmx_job::mpi::Injection> {
+    use lpmx_job::mpi;
+    let ld = image_env
+        .iter()
+        .find_map(|e| e.strip_prefix("LD_LIBRARY_PATH="));
+    let img = mpi::image_mpi(image, &tree.join("root"), ld)?;
+    let host = &config.settings.mpi.host;
+    let inj = mpi::host_injection(image, &host.libs, &host.binds, Some(img.abi.family))?;
+    mpi::check(image, &inj, &img)?;
+    Ok(inj)
+}
+
+fn get_var<'a>(vars: &'a [(OsString, OsString)], name: &str) -> Option<&'a std::ffi::OsStr> {
+    vars.iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_os_str())
+}
+
+fn set_var(vars: &mut Vec<(OsString, OsString)>, name: &str, value: OsString) {
+    match vars.iter_mut().find(|(k, _)| k == name) {
+        Some(kv) => kv.1 = value,
+        None => vars.push((name.into(), value)),
+    }
 }
 
 /// Enters the container and execs the command; returns only on failure: Ok(126 or 127)

@@ -100,7 +100,8 @@ start_slurm
 
 step "5/8 fixture images"
 build_fixtures
-build_mpi_image
+build_mpi_image openmpi
+build_mpi_image mpich
 write_test_env
 reset_registry_logs
 info "fixtures: $WORK/fixtures (oci layout, one.docker.tar, fixtures.json, rootfs/)"

@@ -1037,7 +1037,7 @@ _lpmx__job() {
             return 0
             ;;
         lpmx__subcmd__job__subcmd__run)
-            opts="-e -b -w -v -q -h --env --bind --workdir --fakeroot --write --cleanenv --use-entrypoint --platform --host-cmd --cache --config --verbose --quiet --help"
+            opts="-e -b -w -v -q -h --env --bind --workdir --fakeroot --write --cleanenv --use-entrypoint --platform --host-cmd --mpi --cache --config --verbose --quiet --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -1077,6 +1077,10 @@ _lpmx__job() {
                     ;;
                 --host-cmd)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --mpi)
+                    COMPREPLY=($(compgen -W "image host" -- "${cur}"))
                     return 0
                     ;;
                 --cache)

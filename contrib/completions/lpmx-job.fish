@@ -128,7 +128,9 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s b -l bind -d '
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s w -l workdir -d 'Working directory inside [default: the image\'s WorkingDir, else the current directory when bound, else /]' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l write -d 'Writable root: changes vanish with the task, or with --write=DIR persist in DIR' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l platform -d 'Platform to pick from a multi-platform image, as os/arch[/variant]' -r
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l host-cmd -d 'Inside, NAME runs the host\'s NAME (found on the host\'s PATH) with the caller\'s arguments, stdio, signals and directory (repeatable)' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l host-cmd -d 'Inside, NAME runs the host\'s NAME (found on the host\'s PATH) with the caller\'s arguments, stdio, signals and directory (repeatable). A set: @slurm, @sge, @pbs, @lsf, @condor, @mpi. Added to config bridge.commands' -r
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l mpi -d 'Which MPI library the command uses: the image\'s own, or the host\'s (config mpi.host), for images built against the same MPI ABI' -r -f -a "image\t'The image\'s own MPI (nothing injected)'
+host\t'The host\'s MPI library and what it needs, first on LD_LIBRARY_PATH'"
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -l fakeroot -d 'Appear as root (uid 0) inside; files you create are still yours outside'

@@ -240,7 +240,9 @@ _arguments "${_arguments_options[@]}" : \
 '--workdir=[Working directory inside \[default\: the image'\''s WorkingDir, else the current directory when bound, else /\]]:DIR:_files' \
 '--write=[Writable root\: changes vanish with the task, or with --write=DIR persist in DIR]::DIR:_files' \
 '--platform=[Platform to pick from a multi-platform image, as os/arch\[/variant\]]:PLATFORM:_default' \
-'*--host-cmd=[Inside, NAME runs the host'\''s NAME (found on the host'\''s PATH) with the caller'\''s arguments, stdio, signals and directory (repeatable)]:NAME:_default' \
+'*--host-cmd=[Inside, NAME runs the host'\''s NAME (found on the host'\''s PATH) with the caller'\''s arguments, stdio, signals and directory (repeatable). A set\: @slurm, @sge, @pbs, @lsf, @condor, @mpi. Added to config bridge.commands]:NAME:_default' \
+'--mpi=[Which MPI library the command uses\: the image'\''s own, or the host'\''s (config mpi.host), for images built against the same MPI ABI]:MPI:((image\:"The image'\''s own MPI (nothing injected)"
+host\:"The host'\''s MPI library and what it needs, first on LD_LIBRARY_PATH"))' \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
 '--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
 '--fakeroot[Appear as root (uid 0) inside; files you create are still yours outside]' \
@@ -252,8 +254,7 @@ _arguments "${_arguments_options[@]}" : \
 '(-v --verbose)--quiet[Say only errors]' \
 '-h[Print help (see more with '\''--help'\'')]' \
 '--help[Print help (see more with '\''--help'\'')]' \
-':image -- The image\: NAME\[\:TAG\], HOST\:PORT/REPO\:TAG, REPO@sha256\:..., oci\:DIR\[\:TAG\]:_default' \
-'*::cmd -- The command and its arguments \[default\: the image'\''s Entrypoint and Cmd\]:_default' \
+'*::args -- The image, then the command and its arguments \[default\: the image'\''s Entrypoint and Cmd\]. The image\: NAME\[\:TAG\], HOST\:PORT/REPO\:TAG, REPO@sha256\:..., oci\:DIR\[\:TAG\]. Everything after IMAGE is the command'\''s, as with `docker run`, flags included:_default' \
 && ret=0
 ;;
 (doctor)

@@ -135,6 +135,52 @@ pub enum Error {
     },
 }
 
+/// Named sets for `--host-cmd @NAME` and `bridge.commands`: the commands of a batch system
+/// or MPI launcher a workflow inside the container typically calls.
+pub const SETS: &[(&str, &[&str])] = &[
+    (
+        "slurm",
+        &[
+            "srun", "sbatch", "salloc", "squeue", "scancel", "sacct", "scontrol", "sinfo", "sstat",
+        ],
+    ),
+    ("sge", &["qsub", "qstat", "qdel", "qalter", "qhost", "qrsh"]),
+    (
+        "pbs",
+        &["qsub", "qstat", "qdel", "qalter", "pbsnodes", "pbsdsh"],
+    ),
+    ("lsf", &["bsub", "bjobs", "bkill", "bqueues"]),
+    ("condor", &["condor_submit", "condor_q", "condor_rm"]),
+    ("mpi", &["mpirun", "mpiexec"]),
+];
+
+/// The names to bridge: `--host-cmd` and `bridge.commands` together, `@SET`s expanded, each
+/// checked, sorted, once each.
+pub fn expand_names(image: &str, given: &[String]) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for g in given {
+        match g.strip_prefix('@') {
+            Some(set) => match SETS.iter().find(|(n, _)| *n == set) {
+                Some((_, names)) => out.extend(names.iter().map(|n| n.to_string())),
+                None => {
+                    return Err(Error::Name {
+                        image: image.into(),
+                        name: g.clone(),
+                        why: "no such set; the sets are @slurm, @sge, @pbs, @lsf, @condor, @mpi",
+                    })
+                }
+            },
+            None => {
+                check_name(image, g)?;
+                out.push(g.clone());
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    Ok(out)
+}
+
 /// Checks a `--host-cmd` name: a plain file name.
 pub fn check_name(image: &str, name: &str) -> Result<()> {
     let why = if name.is_empty() {
@@ -442,6 +488,28 @@ pub fn parse_signal_frame(b: &[u8; 8]) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn sets_expand_and_merge() {
+        let n = super::expand_names(
+            "img",
+            &[
+                "@slurm".into(),
+                "srun".into(),
+                "@mpi".into(),
+                "hostname".into(),
+            ],
+        )
+        .unwrap();
+        assert!(n.contains(&"sbatch".to_string()) && n.contains(&"mpirun".to_string()));
+        assert_eq!(n.iter().filter(|x| *x == "srun").count(), 1);
+        assert!(n.windows(2).all(|w| w[0] < w[1]));
+        let e = super::expand_names("img", &["@nope".into()])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("@nope") && e.contains("@slurm"), "{e}");
+        assert!(super::expand_names("img", &["/bin/sh".into()]).is_err());
+    }
+
     use super::*;
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(OsString, OsString)> {

@@ -28,6 +28,7 @@ pub mod identity;
 pub mod paths;
 pub mod syscall;
 
+use std::collections::BTreeMap;
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
@@ -387,6 +388,8 @@ pub struct Spec {
     pub try_overlay: bool,
     /// `--host-cmd`: what the host command bridge needs inside (see `crate::bridge`).
     pub bridge: Option<BridgeMounts>,
+    /// `--mpi host`: host libraries bound at `crate::mpi::LIB_DIR`/NAME.
+    pub mpi_libs: Option<BTreeMap<String, PathBuf>>,
 }
 
 /// The in-container end of the host command bridge (see `crate::bridge`): the lpmx-job
@@ -733,46 +736,64 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// The host command bridge's mounts, before the root is made read-only: `/.lpmx` is a
-    /// directory of the task's tmpfs (never the image's root nor a `--write=DIR`), filled,
-    /// bound read-only, then the executable, the libraries and the socket directory are
-    /// bound onto the entries made for them.
-    fn bridge(&mut self, b: &BridgeMounts) -> Result<()> {
+    /// `/.lpmx`, before the root is made read-only: a directory of the task's tmpfs (never
+    /// the image's root nor a `--write=DIR`), filled with the host command bridge's entries
+    /// and `--mpi host`'s libraries, bound read-only; then the host files are bound onto
+    /// the entries made for them.
+    fn lpmx_dir(
+        &mut self,
+        bridge: Option<&BridgeMounts>,
+        mpi: Option<&BTreeMap<String, PathBuf>>,
+    ) -> Result<()> {
         use crate::bridge::{BIN_DIR, EXE_NAME, LIBS_NAME, LIB_DIR, SOCKET_DIR, TOP_DIR};
         let image = self.spec.image.clone();
         let top = self.scratch.join("lpmx");
         // A container path under /.lpmx, in the tmpfs.
         let at = |p: &str| top.join(Path::new(p).strip_prefix(TOP_DIR).unwrap_or(Path::new(p)));
-        let lib = at(LIB_DIR);
-        let libs = lib.join(LIBS_NAME);
-        for d in [&top, &at(BIN_DIR), &lib, &libs, &at(SOCKET_DIR)] {
-            self.sys.mkdir(d, 0o755).map_err(self.fail("creating", d))?;
-        }
-        let mut files: Vec<(&Path, PathBuf)> = vec![(&b.exe, lib.join(EXE_NAME))];
-        for l in b.loader.iter().chain(&b.libs) {
-            if let Some(name) = l.file_name() {
-                files.push((l, libs.join(name)));
+        let mut dirs = vec![top.clone()];
+        let mut files: Vec<(&Path, PathBuf)> = Vec::new();
+        if let Some(b) = bridge {
+            let lib = at(LIB_DIR);
+            let libs = lib.join(LIBS_NAME);
+            dirs.extend([at(BIN_DIR), lib.clone(), libs.clone(), at(SOCKET_DIR)]);
+            files.push((&b.exe, lib.join(EXE_NAME)));
+            for l in b.loader.iter().chain(&b.libs) {
+                if let Some(name) = l.file_name() {
+                    files.push((l, libs.join(name)));
+                }
             }
+        }
+        if let Some(m) = mpi {
+            let dir = at(crate::mpi::LIB_DIR);
+            dirs.push(dir.clone());
+            for (name, src) in m {
+                files.push((src, dir.join(name)));
+            }
+        }
+        for d in &dirs {
+            self.sys.mkdir(d, 0o755).map_err(self.fail("creating", d))?;
         }
         for (_, dst) in &files {
             self.sys
                 .create_file(dst, 0o755)
                 .map_err(self.fail("creating", dst))?;
         }
-        let exe_inside = Path::new(LIB_DIR).join(EXE_NAME);
-        for name in &b.names {
-            let entry = at(BIN_DIR).join(name);
-            let made = match b.loader.as_ref().and_then(|l| l.file_name()) {
-                Some(loader) => {
-                    let interp = Path::new(LIB_DIR).join(LIBS_NAME).join(loader);
-                    let script = format!("#!{} {}\n", interp.display(), exe_inside.display());
-                    self.sys
-                        .create_file(&entry, 0o755)
-                        .and_then(|()| self.sys.write_file(&entry, script.as_bytes()))
-                }
-                None => self.sys.symlink(&exe_inside, &entry),
-            };
-            made.map_err(self.fail("creating", &entry))?;
+        if let Some(b) = bridge {
+            let exe_inside = Path::new(LIB_DIR).join(EXE_NAME);
+            for name in &b.names {
+                let entry = at(BIN_DIR).join(name);
+                let made = match b.loader.as_ref().and_then(|l| l.file_name()) {
+                    Some(loader) => {
+                        let interp = Path::new(LIB_DIR).join(LIBS_NAME).join(loader);
+                        let script = format!("#!{} {}\n", interp.display(), exe_inside.display());
+                        self.sys
+                            .create_file(&entry, 0o755)
+                            .and_then(|()| self.sys.write_file(&entry, script.as_bytes()))
+                    }
+                    None => self.sys.symlink(&exe_inside, &entry),
+                };
+                made.map_err(self.fail("creating", &entry))?;
+            }
         }
         let target =
             self.mount_point(Path::new(TOP_DIR), true)
@@ -789,8 +810,10 @@ impl Ctx<'_> {
             self.bind(src, &inside(dst), false, true)
                 .map_err(self.fail("binding", src))?;
         }
-        self.bind(&b.socket_dir, &inside(&at(SOCKET_DIR)), true, true)
-            .map_err(self.fail("binding", &b.socket_dir))?;
+        if let Some(b) = bridge {
+            self.bind(&b.socket_dir, &inside(&at(SOCKET_DIR)), true, true)
+                .map_err(self.fail("binding", &b.socket_dir))?;
+        }
         Ok(())
     }
 
@@ -954,8 +977,8 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     for b in &spec.user_binds {
         ctx.apply_bind(b)?;
     }
-    if let Some(b) = &spec.bridge {
-        ctx.bridge(b)?;
+    if spec.bridge.is_some() || spec.mpi_libs.is_some() {
+        ctx.lpmx_dir(spec.bridge.as_ref(), spec.mpi_libs.as_ref())?;
     }
     let workdir = ctx.workdir()?;
     let root = ctx.root.clone();

@@ -79,6 +79,7 @@ fn spec(write: Write, user: &[&str]) -> Spec {
         tmpfs_size: None,
         try_overlay: true,
         bridge: None,
+        mpi_libs: None,
     }
 }
 
@@ -840,4 +841,39 @@ fn the_bridge_lives_in_the_tasks_tmpfs_bound_read_only() {
             loader.is_some()
         );
     }
+}
+
+#[test]
+fn host_mpi_libraries_are_bound_into_lpmx_mpi_alone() {
+    let r = host();
+    r.file("/usr/lib/x86_64-linux-gnu/libmpich.so.12.3.0", "ELF")
+        .file("/usr/lib/x86_64-linux-gnu/libhwloc.so.15", "ELF");
+    let mut s = spec(Write::ReadOnly, &[]);
+    let libs: std::collections::BTreeMap<String, PathBuf> = [
+        (
+            "libmpich.so.12",
+            "/usr/lib/x86_64-linux-gnu/libmpich.so.12.3.0",
+        ),
+        (
+            "libmpi.so.12",
+            "/usr/lib/x86_64-linux-gnu/libmpich.so.12.3.0",
+        ),
+        ("libhwloc.so.15", "/usr/lib/x86_64-linux-gnu/libhwloc.so.15"),
+    ]
+    .into_iter()
+    .map(|(n, p)| (n.to_string(), PathBuf::from(p)))
+    .collect();
+    s.mpi_libs = Some(libs);
+    enter(&r, &s, &quiet).unwrap();
+    let calls = r.calls();
+    let at = |p: &str| format!("{R}/.lpmx{p}");
+    let dir = bind_of(&calls, &at(""));
+    for n in ["libmpich.so.12", "libmpi.so.12", "libhwloc.so.15"] {
+        let t = at(&format!("/mpi/{n}"));
+        assert!(bind_of(&calls, &t) > dir, "{t} bound after /.lpmx");
+        assert!(remount_of(&calls, &t).is_some(), "{t} read-only");
+    }
+    // No bridge asked for: none of its entries.
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mkdir(p)
+        if p.to_string_lossy().ends_with("lpmx/bridge"))));
 }

@@ -713,10 +713,6 @@ fn mpi_image() -> Option<String> {
     service("LPMX_TEST_MPI_IMAGE")
 }
 
-/// Open MPI's vader BTL warns that CMA single-copy is unavailable between tasks in different
-/// user namespaces (one container per task); it falls back by itself.
-const NO_CMA: (&str, &str) = ("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
-
 fn ranks_agree(text: &str, n: usize) {
     let sum = n * (n + 1) / 2;
     let mut lines = lines_with(text, "rank=");
@@ -736,12 +732,14 @@ fn mpi_allreduce_in_the_image_under_srun_pmix() {
     let Some(img) = mpi_image() else { return };
     let out = run(s
         .cmd("srun")
-        .env(NO_CMA.0, NO_CMA.1)
         .args(["--mpi=pmix", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
         .arg(bin())
         .args(["-q", "run", &img, "/usr/local/bin/mpi-hello"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     ranks_agree(&stdout(&out), 2);
+    // One container per task cannot use CMA between tasks: `run` turns it off for Open MPI
+    // (environ::TASK_DEFAULTS), which would otherwise warn.
+    assert!(!stderr(&out).contains("CMA"), "{}", stderr(&out));
     // PMIx's server directory lies under slurmd's spool (outside /tmp in the test cluster,
     // as on real nodes): `run` binds it, or PMIx complains that its store is unreachable.
     assert!(
@@ -765,9 +763,7 @@ fn mpi_allreduce_under_the_hosts_mpirun_in_a_job() {
     let script = s.script(
         "mpirun.sh",
         &format!(
-            "#SBATCH -n 2\nexport {}={}\nmpirun -np 2 {} -q run {img} /usr/local/bin/mpi-hello\n",
-            NO_CMA.0,
-            NO_CMA.1,
+            "#SBATCH -n 2\nmpirun -np 2 {} -q run {img} /usr/local/bin/mpi-hello\n",
             bin().display()
         ),
     );
@@ -844,14 +840,22 @@ fn bridged_slurm_commands_work_inside_a_job() {
              srun -n1 sh -c 'echo \"step=$SLURM_STEP_ID job=$SLURM_JOB_ID\"'\n\
              echo \"step-status=$?\"\n\
              jid=$(sbatch --parsable -t 1 -o {out} --wrap 'echo inner ran')\n\
-             echo \"submitted=$jid\"\n",
+             echo \"submitted=$jid\"\n\
+             long=$(sbatch --parsable -t 2 -o /dev/null --wrap 'sleep 120')\n\
+             scancel $long\n\
+             echo \"cancelled=$long status=$?\"\n\
+             squeue -h -j 999999 2>/dev/null\n\
+             echo \"failing-status=$?\"\n",
             out = inner_out.display()
         ),
     );
+    // The bridged names come from the site configuration's set, not from flags.
+    s.env
+        .write("site/config.yaml", "bridge:\n  commands: [\"@slurm\"]\n");
     let script = s.script(
         "bridge.sh",
         &format!(
-            "#SBATCH -n 1\n{b} -q run -w \"$PWD\" --host-cmd squeue --host-cmd srun --host-cmd sbatch {img} sh {inside}\n",
+            "#SBATCH -n 1\n{b} -q run -w \"$PWD\" {img} sh {inside}\n",
             b = bin().display(),
             inside = inside.display()
         ),
@@ -882,4 +886,146 @@ fn bridged_slurm_commands_work_inside_a_job() {
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(read(&inner_out), "inner ran\n");
+    // scancel from inside cancelled the other job, as the controller records it.
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("cancelled="))
+        .unwrap_or("");
+    let (long, status) = line.split_once(' ').unwrap_or(("", ""));
+    assert_eq!(status, "status=0", "scancel ran: {text}");
+    let out = run(s.cmd("scontrol").args(["show", "job", long]));
+    assert!(
+        stdout(&out).contains("JobState=CANCELLED"),
+        "job {long} cancelled: {}",
+        stdout(&out)
+    );
+    // A host command's failure comes back as its own status (squeue: 1 for an unknown job).
+    assert!(text.contains("failing-status=1"), "{text}");
+}
+
+/// The MPICH image of tests/setup/slurm.sh (Debian bookworm, MPICH 4.0, the same allreduce
+/// program), or None to skip (CI requires it).
+fn mpich_image() -> Option<String> {
+    service("LPMX_TEST_MPICH_IMAGE")
+}
+
+/// The libmpich the loader initialised, from `LD_DEBUG=libs` output.
+fn loaded_mpich(stderr: &str) -> Vec<&str> {
+    stderr
+        .lines()
+        .filter_map(|l| l.split("calling init: ").nth(1))
+        .filter(|p| p.contains("libmpich.so"))
+        .collect()
+}
+
+/// `srun --mpi=pmi2`: slurmd's PMI2 server wires up the image's own MPICH, one container per
+/// rank; then `--mpi host` makes the same program use the host's MPICH (bound at
+/// /.lpmx/mpi), still wired by PMI2 across the containers.
+#[test]
+fn mpich_allreduce_under_srun_pmi2_with_the_images_and_the_hosts_library() {
+    let Some(s) = slurm() else { return };
+    let Some(img) = mpich_image() else { return };
+    let out = run(s
+        .cmd(&bin().to_string_lossy())
+        .args(["-q", "prefetch", &img]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    for (mode, host) in [("image", false), ("host", true)] {
+        let out = run(s
+            .cmd("srun")
+            .args(["--mpi=pmi2", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
+            .arg(bin())
+            .args(["-q", "run", "--mpi", mode, "-e", "LD_DEBUG=libs", &img])
+            .arg("/usr/local/bin/mpi-hello"));
+        assert_eq!(out.status.code(), Some(0), "--mpi {mode}: {}", stderr(&out));
+        ranks_agree(&stdout(&out), 2);
+        let err = stderr(&out);
+        let loaded = loaded_mpich(&err);
+        assert_eq!(
+            loaded.len(),
+            2,
+            "--mpi {mode}: one libmpich per rank: {loaded:?}"
+        );
+        assert!(
+            loaded.iter().all(|p| p.starts_with("/.lpmx/mpi/") == host),
+            "--mpi {mode}: libmpich from the {}: {loaded:?}",
+            if host { "host (/.lpmx/mpi)" } else { "image" }
+        );
+    }
+}
+
+/// `--mpi host` refuses what cannot work, naming both sides: the host's Open MPI for an
+/// MPICH image, the host's MPICH for an Open MPI image, and any host MPI for an image
+/// without MPI. `doctor` says what would be injected.
+#[test]
+fn host_mpi_of_another_abi_is_refused_and_doctor_shows_the_injection() {
+    let Some(s) = slurm() else { return };
+    let (Some(mpich), Some(ompi)) = (mpich_image(), mpi_image()) else {
+        return;
+    };
+    let lib = |n: &str| format!("/usr/lib/x86_64-linux-gnu/{n}");
+    let cases = [
+        (
+            &mpich,
+            lib("libmpi.so.40"),
+            "Open MPI 3.x/4.x",
+            "the MPICH ABI",
+        ),
+        (
+            &ompi,
+            lib("libmpich.so.12"),
+            "the MPICH ABI",
+            "Open MPI 3.x/4.x",
+        ),
+    ];
+    for (img, host_lib, host_abi, image_abi) in cases {
+        s.env.write(
+            "config/lpmx/config.yaml",
+            &format!("mpi:\n  host:\n    libs: [{host_lib}]\n"),
+        );
+        let out = run(s
+            .cmd(&bin().to_string_lossy())
+            .args(["-q", "run", "--mpi", "host", img, "true"]));
+        assert_eq!(out.status.code(), Some(125), "{img}");
+        let err = stderr(&out);
+        assert!(
+            err.contains("ABI mismatch")
+                && err.contains(&format!("host's MPI is {host_abi}"))
+                && err.contains(&format!(" at {host_lib} but"))
+                && err.contains(&format!("built against {image_abi}")),
+            "{err}"
+        );
+    }
+    std::fs::remove_file(s.env.path("config/lpmx/config.yaml")).unwrap();
+    let out = run(s.cmd(&bin().to_string_lossy()).args([
+        "-q",
+        "run",
+        "--mpi",
+        "host",
+        &s.image("one"),
+        "true",
+    ]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("the image has no MPI library"),
+        "{}",
+        stderr(&out)
+    );
+    let out = run(s.cmd(&bin().to_string_lossy()).args(["doctor", "--json"]));
+    let report = crate::support::json(&out);
+    let mpi: Vec<String> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "MPI host")
+        .map(|c| c["detail"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        mpi.iter()
+            .any(|d| d.contains("the MPICH ABI") && d.contains("libmpich.so.12")),
+        "{mpi:?}"
+    );
+    assert!(
+        mpi.iter().any(|d| d.contains("libopen-pal.so.40")),
+        "{mpi:?}"
+    );
 }

@@ -20,5 +20,8 @@ fn the_readme_main_job_runs_a_container() {
     let text = stdout(&out);
     assert!(text.contains("hello from a rootless container"), "{text}");
     let uid = unsafe { libc::getuid() };
-    assert!(text.contains(&format!("uid={uid}(")), "runs as the user: {text}");
+    assert!(
+        text.contains(&format!("uid={uid}(")),
+        "runs as the user: {text}"
+    );
 }

@@ -224,7 +224,19 @@ fn environment_precedence() {
     let out = c.run_with(&host, &["--cleanenv", &img, "env"]);
     let e = env_map(&ok(&out));
     let names: Vec<&str> = e.keys().map(String::as_str).collect();
-    assert_eq!(names, ["FIXTURE", "FOO", "HOME", "PATH", "TERM"]);
+    // Besides the MPI transport defaults one container per task needs (environ::TASK_DEFAULTS).
+    assert_eq!(
+        names,
+        [
+            "FIXTURE",
+            "FOO",
+            "HOME",
+            "OMPI_MCA_btl_vader_single_copy_mechanism",
+            "PATH",
+            "TERM",
+            "UCX_POSIX_USE_PROC_LINK"
+        ]
+    );
     assert!(
         !e.contains_key("SLURM_JOB_ID") && !e.contains_key("EDITOR"),
         "{e:?}"

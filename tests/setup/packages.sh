@@ -5,7 +5,7 @@ LPMX_TEST_PACKAGES=(
     docker-registry umoci skopeo busybox-static apache2-utils openssl jq
     util-linux procps ca-certificates python3 tar gzip coreutils
     gcc libc6-dev
-    slurm-wlm munge mmdebstrap openmpi-bin libopenmpi-dev
+    slurm-wlm munge mmdebstrap openmpi-bin libopenmpi-dev libmpich-dev
 )
 LPMX_TEST_USER=lpmxtest
 

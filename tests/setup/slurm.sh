@@ -191,14 +191,21 @@ stop_slurm() {
     LPMX_SLURM_PIDS=()
 }
 
-# An MPI image for the batch tests: Debian bookworm (mmdebstrap, minbase) with Open MPI 4.1
-# and a small allreduce program compiled on the host with mpicc (the host is bookworm too),
-# written as a `docker save` archive: $WORK/fixtures/mpi.docker.tar. About 250 MB and two
-# minutes with the downloads, so it is kept in $LPMX_TEST_CACHE_DIR (default
+# An MPI image for the batch tests: Debian bookworm (mmdebstrap, minbase) with an MPI and a
+# small allreduce program compiled on the host with that MPI's mpicc (the host is bookworm
+# too), written as a `docker save` archive. FLAVOUR `openmpi` (Open MPI 4.1:
+# $WORK/fixtures/mpi.docker.tar, LPMX_TEST_MPI_IMAGE) or `mpich` (MPICH 4.0:
+# $WORK/fixtures/mpich.docker.tar, LPMX_TEST_MPICH_IMAGE). About 250 MB and two minutes
+# with the downloads, so it is kept in $LPMX_TEST_CACHE_DIR (default
 # /var/tmp/lpmx-test-cache) keyed by its recipe, and reused by later runs on the machine.
-# Sets LPMX_TEST_MPI_IMAGE (docker-archive:...) for the tests.
 build_mpi_image() {
-    local d=$WORK/mpi cache=${LPMX_TEST_CACHE_DIR:-/var/tmp/lpmx-test-cache} key out
+    local flavour=$1 d=$WORK/mpi-$1 cache=${LPMX_TEST_CACHE_DIR:-/var/tmp/lpmx-test-cache}
+    local key out mpicc pkgs name var
+    case $flavour in
+    openmpi) mpicc=mpicc.openmpi pkgs=openmpi-bin,libopenmpi3 name=mpi var=LPMX_TEST_MPI_IMAGE ;;
+    mpich) mpicc=mpicc.mpich pkgs=libmpich12 name=mpich var=LPMX_TEST_MPICH_IMAGE ;;
+    *) die "build_mpi_image: unknown flavour $flavour" ;;
+    esac
     mkdir -p "$d" "$cache" "$WORK/fixtures"
     cat >"$d/mpi-hello.c" <<'EOF'
 /* Each rank adds rank+1 with MPI_Allreduce: with N ranks every rank prints sum=N(N+1)/2. */
@@ -217,11 +224,11 @@ int main(int argc, char **argv) {
 }
 EOF
     cat >"$d/mkarchive.py" <<'EOF'
-# mkarchive.py ROOTFS.tar OUT.docker.tar NAME:TAG -- a one-layer `docker save` archive of a
-# root filesystem tarball, without device nodes (a rootless unpack cannot make them, and the
-# runtime binds the host's /dev).
+# mkarchive.py ROOTFS.tar OUT.docker.tar NAME:TAG PACKAGES -- a one-layer `docker save`
+# archive of a root filesystem tarball, without device nodes (a rootless unpack cannot make
+# them, and the runtime binds the host's /dev).
 import hashlib, io, json, sys, tarfile
-src, out, name = sys.argv[1:4]
+src, out, name, pkgs = sys.argv[1:5]
 layer = io.BytesIO()
 with tarfile.open(src) as tin, tarfile.open(fileobj=layer, mode="w", format=tarfile.PAX_FORMAT) as tout:
     for m in tin:
@@ -234,7 +241,7 @@ config = {
     "config": {"Env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"],
                "Cmd": ["/usr/local/bin/mpi-hello"]},
     "rootfs": {"type": "layers", "diff_ids": ["sha256:" + hashlib.sha256(data).hexdigest()]},
-    "history": [{"created_by": "mmdebstrap --variant=minbase --include=openmpi-bin,libopenmpi3 bookworm"}],
+    "history": [{"created_by": "mmdebstrap --variant=minbase --include=" + pkgs + " bookworm"}],
 }
 cfg = json.dumps(config).encode()
 cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
@@ -245,12 +252,12 @@ with tarfile.open(out, "w") as t:
         i.size, i.mode, i.mtime = len(b), 0o644, 1704067200
         t.addfile(i, io.BytesIO(b))
 EOF
-    key=$(cat "$d/mpi-hello.c" "$d/mkarchive.py" | sha256sum | cut -c1-16)
-    out=$cache/mpi-bookworm-$key.docker.tar
+    key=$( (cat "$d/mpi-hello.c" "$d/mkarchive.py" && echo "$mpicc $pkgs") | sha256sum | cut -c1-16)
+    out=$cache/$flavour-bookworm-$key.docker.tar
     if [ -s "$out" ]; then
-        info "mpi image: reusing $out"
+        info "$flavour image: reusing $out"
     else
-        quiet mpicc -O2 -o "$d/mpi-hello" "$d/mpi-hello.c"
+        quiet "$mpicc" -O2 -o "$d/mpi-hello" "$d/mpi-hello.c"
         # The same Debian mirror and network options as the host's own apt (a CI machine
         # may reach Debian only through a configured registry or proxy).
         local aptopts=() mirror=() f
@@ -266,25 +273,25 @@ EOF
         done
         local t0=$SECONDS
         # shellcheck disable=SC2016 # "$1" is the hook's argument, expanded by mmdebstrap
-        if ! mmdebstrap --quiet --variant=minbase --include=openmpi-bin,libopenmpi3 \
+        if ! mmdebstrap --quiet --variant=minbase --include="$pkgs" \
             --customize-hook="copy-in $d/mpi-hello /usr/local/bin" \
             --customize-hook='rm -rf "$1"/var/cache/apt/* "$1"/var/lib/apt/lists/*' \
             "${aptopts[@]}" bookworm "$d/rootfs.tar" "${mirror[@]}" \
             >>"$WORK/logs/setup/commands.log" 2>&1; then
             if [ "${CI:-}" = true ]; then
                 tail -n 30 "$WORK/logs/setup/commands.log" >&2
-                die "mmdebstrap could not build the MPI image (see above)"
+                die "mmdebstrap could not build the $flavour image (see above)"
             fi
-            warn "mmdebstrap failed (no Debian mirror?): the MPI tests will be skipped"
+            warn "mmdebstrap failed (no Debian mirror?): the $flavour tests will be skipped"
             rm -f "$d/rootfs.tar"
             return 0
         fi
-        quiet python3 "$d/mkarchive.py" "$d/rootfs.tar" "$out.tmp" lpmx/mpi:latest
+        quiet python3 "$d/mkarchive.py" "$d/rootfs.tar" "$out.tmp" "lpmx/$name:latest" "$pkgs"
         mv "$out.tmp" "$out"
         rm -f "$d/rootfs.tar"
-        info "mpi image: built $out in $((SECONDS - t0))s"
+        info "$flavour image: built $out in $((SECONDS - t0))s"
     fi
-    ln -sf "$out" "$WORK/fixtures/mpi.docker.tar"
+    ln -sf "$out" "$WORK/fixtures/$name.docker.tar"
     chmod 644 "$out"
-    SLURM_TEST_ENV+=("LPMX_TEST_MPI_IMAGE=docker-archive:$WORK/fixtures/mpi.docker.tar")
+    SLURM_TEST_ENV+=("$var=docker-archive:$WORK/fixtures/$name.docker.tar")
 }
