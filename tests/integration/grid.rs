@@ -91,7 +91,14 @@ struct Http {
 impl Http {
     fn serve(dir: &Path, log: PathBuf) -> Http {
         let mut child = Command::new("python3")
-            .args(["-u", "-m", "http.server", "--bind", "127.0.0.1", "--directory"])
+            .args([
+                "-u",
+                "-m",
+                "http.server",
+                "--bind",
+                "127.0.0.1",
+                "--directory",
+            ])
             .arg(dir)
             .arg("0")
             .stdout(Stdio::piped())
@@ -163,7 +170,12 @@ fn the_pilot_fetches_checks_and_runs_the_payload_in_the_image_with_its_status() 
             "cat /data/keep.txt; readlink /.lpmx/bin/uname; uname -s; exit 7",
         ],
     ));
-    assert_eq!(code(&out), Some(7), "the payload's status: {}", stderr(&out));
+    assert_eq!(
+        code(&out),
+        Some(7),
+        "the payload's status: {}",
+        stderr(&out)
+    );
     assert_eq!(
         stdout(&out),
         "v2\n/.lpmx/lib/lpmx-bridge\nLinux\n",
@@ -171,7 +183,8 @@ fn the_pilot_fetches_checks_and_runs_the_payload_in_the_image_with_its_status() 
         stderr(&out)
     );
     assert!(
-        http.log().contains(&format!("\"GET /{name} HTTP/1.1\" 200")),
+        http.log()
+            .contains(&format!("\"GET /{name} HTTP/1.1\" 200")),
         "fetched over HTTP: {}",
         http.log()
     );
@@ -194,11 +207,10 @@ fn a_wrong_or_missing_sha256_is_refused_and_nothing_runs() {
     let bin = st.bin.to_string_lossy().into_owned();
     let scratch = p.scratch().to_string_lossy().into_owned();
     let out = run(&mut p.cmd(
+        &[("TMPDIR", &scratch), ("LPMX_INSECURE_REGISTRIES", &reg)],
         &[
-            ("TMPDIR", &scratch),
-            ("LPMX_INSECURE_REGISTRIES", &reg),
+            "--url", &bin, "--sha256", &wrong, &image, "sh", "-c", &payload,
         ],
-        &["--url", &bin, "--sha256", &wrong, &image, "sh", "-c", &payload],
     ));
     assert_eq!(code(&out), Some(125), "{}", stderr(&out));
     let err = stderr(&out);
@@ -255,7 +267,10 @@ fn a_mounted_read_only_site_cache_is_used_and_an_absent_one_skipped() {
     let out = run(&mut p.cmd(
         &[
             ("_CONDOR_SCRATCH_DIR", &p.scratch().to_string_lossy()),
-            ("LPMX_BOOTSTRAP_URL", &format!("file://{}", st.bin.display())),
+            (
+                "LPMX_BOOTSTRAP_URL",
+                &format!("file://{}", st.bin.display()),
+            ),
             ("LPMX_BOOTSTRAP_SHA256", &st.sha256),
             ("LPMX_BOOTSTRAP_SITE_CACHES", &sites),
             ("LPMX_INSECURE_REGISTRIES", &reg),
