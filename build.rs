@@ -5,10 +5,18 @@
 //! `/.lpmx/lib/lpmx-job.libs/`, since the image may have none, or other versions. DT_RPATH
 //! (not RUNPATH: it is searched before the container's LD_LIBRARY_PATH) names that directory
 //! relative to the executable; on the host it does not exist and the usual search applies.
+//!
+//! A static executable (`-C target-feature=+crt-static`, contrib/build-static.sh) gets no
+//! DT_RPATH: it needs no loader or library (the bridge binds it alone and links its names
+//! to it directly), and glibc's static-pie start-up asserts that there is neither DT_RPATH
+//! nor DT_RUNPATH, so with one the executable crashes before `main`.
 fn main() {
     println!("cargo:rerun-if-changed=build.rs");
+    let crt_static = std::env::var("CARGO_CFG_TARGET_FEATURE")
+        .is_ok_and(|f| f.split(',').any(|f| f == "crt-static"));
     if std::env::var("CARGO_CFG_TARGET_OS").as_deref() == Ok("linux")
         && std::env::var("CARGO_CFG_TARGET_ENV").as_deref() == Ok("gnu")
+        && !crt_static
     {
         println!("cargo:rustc-link-arg-bins=-Wl,--disable-new-dtags,-rpath,$ORIGIN/lpmx-job.libs");
     }

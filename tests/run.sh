@@ -39,6 +39,8 @@ WORK=
 . "$SETUP/fixtures.sh"
 # shellcheck source=tests/setup/tests.sh
 . "$SETUP/tests.sh"
+# shellcheck source=tests/setup/static.sh
+. "$SETUP/static.sh"
 
 cleanup() {
     local rc=$?
@@ -126,6 +128,7 @@ step "6/8 build rust tests"
 ensure_cargo
 info "$(cargo --version 2>&1)"
 build_tests
+build_static
 
 step "7/8 run tests as $LPMX_TEST_USER"
 run_all_tests "$@"

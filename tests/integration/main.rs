@@ -10,6 +10,7 @@ mod cli;
 mod config;
 mod doctor;
 mod expose;
+mod grid;
 mod herd;
 mod proxy;
 mod pull;

@@ -3,7 +3,7 @@
 
 LPMX_TEST_PACKAGES=(
     docker-registry umoci skopeo busybox-static apache2-utils openssl jq
-    util-linux procps ca-certificates python3 tar gzip coreutils
+    util-linux procps ca-certificates python3 tar gzip coreutils curl
     gcc libc6-dev
     slurm-wlm munge mmdebstrap openmpi-bin libopenmpi-dev libmpich-dev
 )
