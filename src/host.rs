@@ -57,29 +57,7 @@ pub fn gid() -> u32 {
 
 /// The user's name and home from the password database (HOME may be unset in `env -i` pilots).
 fn passwd_entry() -> Option<(String, PathBuf)> {
-    // SAFETY: getpwuid_r writes only into the buffers given; the pointers read are checked.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0u8; 16384];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(
-            libc::getuid(),
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        );
-        if rc != 0 || out.is_null() || pwd.pw_dir.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        let name = std::ffi::CStr::from_ptr(pwd.pw_name)
-            .to_string_lossy()
-            .into_owned();
-        let dir = std::ffi::CStr::from_ptr(pwd.pw_dir)
-            .to_string_lossy()
-            .into_owned();
-        Some((name, PathBuf::from(dir)))
-    }
+    crate::accounts::user(uid()).map(|u| (u.name, PathBuf::from(u.home)))
 }
 
 pub fn passwd_home() -> Option<PathBuf> {

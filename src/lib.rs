@@ -3,6 +3,7 @@
 //! One module per responsibility; the binary (`src/main.rs`, `src/cli.rs`, `src/commands.rs`)
 //! only parses flags, calls these and turns errors into exit codes.
 
+pub mod accounts;
 pub mod bridge;
 pub mod cache;
 pub mod config;

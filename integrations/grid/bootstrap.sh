@@ -155,15 +155,11 @@ if [ "${#ro[@]}" -gt 0 ]; then
     )
     export LPMX_READONLY_CACHES=$joined${LPMX_READONLY_CACHES:+:$LPMX_READONLY_CACHES}
 fi
-# glibc linked statically resolves users and groups by itself only from /etc/passwd and
-# /etc/group (or through a running nscd); an NSS module (sss, ldap, systemd) it has to load
-# instead brings a second C library into the process, which crashes it.
-uid=$(id -u) gid=$(id -g)
-if ! cut -d: -f3 /etc/passwd 2>/dev/null | grep -qx "$uid" ||
-    ! cut -d: -f3 /etc/group 2>/dev/null | grep -qx "$gid"; then
-    if [ ! -S /var/run/nscd/socket ]; then
-        say "warning: uid $uid or gid $gid is not in /etc/passwd or /etc/group and no nscd runs: the static lpmx-job may crash looking it up through an NSS module (see integrations/grid/README.md)"
-    fi
+# The static lpmx-job reads only /etc/passwd and /etc/group (an NSS module would crash a
+# static glibc); an account served by LDAP or sss is named from $USER inside the container.
+uid=$(id -u)
+if ! cut -d: -f3 /etc/passwd 2>/dev/null | grep -qx "$uid"; then
+    say "note: uid $uid is not in /etc/passwd; inside the container it is named ${USER:-uid$uid}"
 fi
 
 export LPMX_CACHE=$work/cache

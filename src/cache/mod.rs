@@ -615,24 +615,7 @@ impl Cache {
 }
 
 fn group_id(name: &str) -> Option<u32> {
-    if let Ok(n) = name.parse::<u32>() {
-        return Some(n);
-    }
-    let cname = std::ffi::CString::new(name).ok()?;
-    // SAFETY: getgrnam_r writes only into the buffers given; the result pointer is checked.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut buf = vec![0u8; 65536];
-        let mut out: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            cname.as_ptr(),
-            &mut grp,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut out,
-        );
-        (rc == 0 && !out.is_null()).then_some(grp.gr_gid)
-    }
+    crate::accounts::group_id(name)
 }
 
 fn process_alive(pid: i32) -> bool {

@@ -1,7 +1,6 @@
 //! Who the user is inside: the one uid and gid the user namespace maps, and the lines of
 //! /etc/passwd and /etc/group that make `id`, `whoami` and `ls -l` name them.
 
-use std::ffi::CStr;
 use std::path::PathBuf;
 
 /// The user as the container sees them.
@@ -60,44 +59,11 @@ pub fn host_identity(fakeroot: bool) -> Identity {
 
 /// (name, home, shell, gecos) of a uid.
 fn passwd(uid: u32) -> Option<(String, String, String, String)> {
-    let s = |p: *const libc::c_char| -> String {
-        if p.is_null() {
-            String::new()
-        } else {
-            // SAFETY: a NUL-terminated string inside the buffer getpwuid_r filled.
-            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
-        }
-    };
-    // SAFETY: getpwuid_r writes only into the buffers given; the pointers read are checked.
-    unsafe {
-        let mut pwd: libc::passwd = std::mem::zeroed();
-        let mut buf = vec![0u8; 16384];
-        let mut out: *mut libc::passwd = std::ptr::null_mut();
-        let rc = libc::getpwuid_r(uid, &mut pwd, buf.as_mut_ptr().cast(), buf.len(), &mut out);
-        if rc != 0 || out.is_null() || pwd.pw_name.is_null() {
-            return None;
-        }
-        Some((
-            s(pwd.pw_name),
-            s(pwd.pw_dir),
-            s(pwd.pw_shell),
-            s(pwd.pw_gecos),
-        ))
-    }
+    crate::accounts::user(uid).map(|u| (u.name, u.home, u.shell, u.gecos))
 }
 
 fn group_name(gid: u32) -> Option<String> {
-    // SAFETY: getgrgid_r writes only into the buffers given; the pointer read is checked.
-    unsafe {
-        let mut grp: libc::group = std::mem::zeroed();
-        let mut buf = vec![0u8; 65536];
-        let mut out: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrgid_r(gid, &mut grp, buf.as_mut_ptr().cast(), buf.len(), &mut out);
-        if rc != 0 || out.is_null() || grp.gr_name.is_null() {
-            return None;
-        }
-        Some(CStr::from_ptr(grp.gr_name).to_string_lossy().into_owned())
-    }
+    crate::accounts::group_name(gid)
 }
 
 /// A field of a passwd/group line, or "".
