@@ -3,6 +3,8 @@
 //! (`contrib/build-static.sh`, for grid pilots) must not: static glibc would load the NSS
 //! module, which drags in a second C library and crashes the process. It reads
 //! `/etc/passwd` and `/etc/group` instead, and callers fall back on `$USER` and `$HOME`.
+//! Both read the files first: on every task start that spares the name-service switch's
+//! machinery (an nscd socket tried, its modules) for the common local account.
 
 use std::ffi::{CStr, CString};
 
@@ -19,15 +21,17 @@ pub struct User {
 pub const STATIC: bool = cfg!(target_feature = "crt-static");
 
 pub fn user(uid: u32) -> Option<User> {
-    if STATIC {
-        return passwd_line(&read("/etc/passwd"), uid);
+    let found = passwd_line(&read("/etc/passwd"), uid);
+    if found.is_some() || STATIC {
+        return found;
     }
     nss_user(uid)
 }
 
 pub fn group_name(gid: u32) -> Option<String> {
-    if STATIC {
-        return group_line(&read("/etc/group"), |_, id| id == gid).map(|(n, _)| n);
+    let found = group_line(&read("/etc/group"), |_, id| id == gid).map(|(n, _)| n);
+    if found.is_some() || STATIC {
+        return found;
     }
     nss_group(
         &|grp: &mut libc::group, buf: &mut [u8], out: &mut *mut libc::group| {
@@ -43,8 +47,9 @@ pub fn group_id(name: &str) -> Option<u32> {
     if let Ok(n) = name.parse::<u32>() {
         return Some(n);
     }
-    if STATIC {
-        return group_line(&read("/etc/group"), |n, _| n == name).map(|(_, id)| id);
+    let found = group_line(&read("/etc/group"), |n, _| n == name).map(|(_, id)| id);
+    if found.is_some() || STATIC {
+        return found;
     }
     let cname = CString::new(name).ok()?;
     nss_group(

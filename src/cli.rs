@@ -223,6 +223,32 @@ pub enum ConfigCommand {
     },
 }
 
+/// `lpmx-job run ...` alone: the per-task path parses this small command rather than the
+/// whole tree of verbs (a third of the instructions a task start spends in lpmx-job).
+/// Anything it does not accept (help, a bad flag) is parsed again by [`Cli`], which says it
+/// properly.
+#[derive(Debug, Parser)]
+#[command(name = "lpmx-job run")]
+pub struct RunOnly {
+    #[command(flatten)]
+    pub global: Global,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+impl RunOnly {
+    /// Parses `lpmx-job run ARGS...` (`run` first, as job scripts write it), or None.
+    pub fn try_fast(args: &[std::ffi::OsString]) -> Option<RunOnly> {
+        if args.get(1).map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new("run")) {
+            return None;
+        }
+        let rest = std::iter::once(args[0].clone()).chain(args[2..].iter().cloned());
+        RunOnly::try_parse_from(rest)
+            .ok()
+            .filter(|r| r.run.flag_for_image().is_none())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum MpiMode {
     /// The image's own MPI (nothing injected).
@@ -283,6 +309,12 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// A flag where IMAGE should be: `-h`/`--help` or an option `run` does not have (the
+    /// words after IMAGE may start with `-`, so clap takes any such word as IMAGE).
+    pub fn flag_for_image(&self) -> Option<&str> {
+        Some(self.args[0].as_str()).filter(|a| a.starts_with('-') && a.len() > 1)
+    }
+
     /// The image named.
     pub fn image(&self) -> &str {
         &self.args[0]
@@ -308,6 +340,30 @@ mod tests {
         match cli.command {
             Command::Run(a) => (cli.global, a),
             other => panic!("not run: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_fast_run_parser_agrees_with_the_full_one() {
+        let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|s| s.into()).collect() };
+        for argv in [
+            &["lpmx-job", "run", "img", "-v", "ls"][..],
+            &["lpmx-job", "run", "-v", "--cache", "/c", "-e", "A=1", "-b", "/x:/y:ro", "img"],
+            &["lpmx-job", "run", "--write=/d", "--mpi", "host", "--host-cmd", "@slurm", "i", "--", "a"],
+        ] {
+            let fast = RunOnly::try_fast(&os(argv)).expect("parsed fast");
+            let (g, a) = run_args(argv);
+            assert_eq!(format!("{:?}", fast.global), format!("{g:?}"));
+            assert_eq!(format!("{:?}", fast.run), format!("{a:?}"));
+        }
+        for argv in [
+            &["lpmx-job", "-v", "run", "img"][..],
+            &["lpmx-job", "run", "--help"],
+            &["lpmx-job", "run", "--nope", "img"],
+            &["lpmx-job", "run"],
+            &["lpmx-job", "pull", "img"],
+        ] {
+            assert!(RunOnly::try_fast(&os(argv)).is_none(), "{argv:?}");
         }
     }
 

@@ -15,7 +15,18 @@ use lpmx_job::registry::{self, Client, ClientOptions};
 use lpmx_job::{doctor, exit, host, pull};
 
 pub fn main() -> u8 {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(r) = crate::cli::RunOnly::try_fast(&args) {
+        let verbose = r.global.verbose;
+        return match crate::run_cmd::run(&r.global, r.run) {
+            Ok(code) => code,
+            Err(e) => {
+                report_error(&e, verbose);
+                exit::OWN_FAILURE
+            }
+        };
+    }
+    let cli = match Cli::try_parse_from(&args) {
         Ok(c) => c,
         Err(e) => return usage_error(e),
     };
@@ -522,7 +533,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 }
             }
         }
-        Command::Run(args) => crate::run_cmd::run(&cli.global, args),
+        Command::Run(args) => match args.flag_for_image() {
+            Some("-h" | "--help") => {
+                let mut c = Cli::command();
+                if let Some(run) = c.find_subcommand_mut("run") {
+                    let long = args.image() == "--help";
+                    let _ = if long { run.print_long_help() } else { run.print_help() };
+                }
+                Ok(exit::OK)
+            }
+            Some(flag) => Err(anyhow::anyhow!(
+                "run: unknown option {flag:?} before IMAGE (see lpmx-job run --help)"
+            )),
+            None => crate::run_cmd::run(&cli.global, args),
+        },
         Command::Expose {
             image,
             command,

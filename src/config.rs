@@ -310,9 +310,16 @@ pub struct Inputs {
 
 impl Inputs {
     pub fn from_process() -> Self {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        // The password database only when HOME does not answer: a lookup costs a file
+        // parse (or a name service's round trip) on every task start.
+        let passwd_home = match env.get("HOME") {
+            Some(h) if !h.is_empty() => None,
+            _ => crate::host::passwd_home(),
+        };
         Inputs {
-            env: std::env::vars().collect(),
-            passwd_home: crate::host::passwd_home(),
+            env,
+            passwd_home,
             config_flag: None,
             cache_flag: None,
         }

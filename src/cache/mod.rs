@@ -178,12 +178,15 @@ impl Cache {
         readonly: Vec<PathBuf>,
         forced: Option<lock::Mode>,
     ) -> Result<Cache> {
-        for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES] {
-            let p = root.join(d);
-            std::fs::create_dir_all(&p).map_err(|e| Error::Io {
-                path: p.clone(),
-                source: e,
-            })?;
+        // TREES is made last: once it exists, so do the others (a warm start checks one).
+        if !root.join(TREES).is_dir() {
+            for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES] {
+                let p = root.join(d);
+                std::fs::create_dir_all(&p).map_err(|e| Error::Io {
+                    path: p.clone(),
+                    source: e,
+                })?;
+            }
         }
         let mut cache = Cache {
             root: root.to_path_buf(),

@@ -159,15 +159,12 @@ pub const DEFAULT_BINDS: &[DefaultBind] = &[
         ro: true,
         why: "devices and topology (hwloc, NUMA), read-only",
     },
+    // Recursive, so /dev/shm (MPI shared memory) comes with it, whether it is a mount of
+    // its own or not: one mount call less per task than binding it again.
     DefaultBind {
         from: From::Path("/dev"),
         ro: false,
-        why: "GPUs, InfiniBand, /dev/null...",
-    },
-    DefaultBind {
-        from: From::Path("/dev/shm"),
-        ro: false,
-        why: "MPI shared memory",
+        why: "GPUs, InfiniBand, /dev/null, /dev/shm...",
     },
     DefaultBind {
         from: From::Path("/tmp"),
@@ -729,8 +726,9 @@ impl Ctx<'_> {
                     continue;
                 }
             };
-            let ro = self.spec.write == Write::ReadOnly;
-            self.bind(&src, &target, false, ro)
+            // Not remounted read-only with the root: these are the task's own copies in its
+            // tmpfs, and two mount calls less per task start.
+            self.bind(&src, &target, false, false)
                 .map_err(self.fail("binding", &src))?;
         }
         Ok(())

@@ -185,7 +185,6 @@ fn default_binds_in_table_order_and_sys_read_only_with_locked_flags() {
         "proc",
         "sys",
         "dev",
-        "dev/shm",
         "tmp",
         "home/alice",
         "etc/hosts",
@@ -454,10 +453,10 @@ fn no_mount_point_is_created_inside_a_host_directory() {
 #[test]
 fn missing_default_sources_are_skipped_missing_user_sources_are_errors() {
     let r = host();
-    r.fs.borrow_mut().retain(|k, _| !k.starts_with("/dev/shm"));
+    r.fs.borrow_mut().retain(|k, _| k != "/etc/resolv.conf");
     enter(&r, &spec(Write::ReadOnly, &[]), &quiet).unwrap();
     let m = mounts(&r.calls());
-    assert!(!m.iter().any(|x| x.1.ends_with("/dev/shm")));
+    assert!(!m.iter().any(|x| x.1.ends_with("/etc/resolv.conf")));
 
     let r = host();
     let e = enter(&r, &spec(Write::ReadOnly, &["/nowhere:/x"]), &quiet).unwrap_err();
@@ -664,7 +663,6 @@ fn default_binds_skip_system_and_redundant_dirs() {
             "/proc",
             "/sys",
             "/dev",
-            "/dev/shm",
             "/tmp",
             "/home/a",
             "/lustre/proj/run1",
@@ -685,10 +683,10 @@ fn default_binds_skip_system_and_redundant_dirs() {
             cwd: Some(bad.into()),
             tmpdir: None,
         });
-        assert_eq!(d.len(), 8, "{bad}: {d:?}");
+        assert_eq!(d.len(), 7, "{bad}: {d:?}");
     }
     let d = dsts(HostView::default());
-    assert_eq!(d.len(), 7, "no home, cwd or TMPDIR: {d:?}");
+    assert_eq!(d.len(), 6, "no home, cwd or TMPDIR: {d:?}");
     let b = default_binds(&HostView::default());
     assert!(b.iter().all(|b| b.spec.is_none()));
     assert!(b.iter().find(|b| b.dst == Path::new("/sys")).unwrap().ro);
