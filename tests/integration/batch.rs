@@ -90,7 +90,7 @@ impl Slurm {
     }
 }
 
-fn set_mode(p: &Path, mode: u32) {
+pub(crate) fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -715,9 +715,9 @@ fn mpi_image() -> Option<String> {
 
 /// Open MPI's vader BTL warns that CMA single-copy is unavailable between tasks in different
 /// user namespaces (one container per task); it falls back by itself.
-const NO_CMA: (&str, &str) = ("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
+pub(crate) const NO_CMA: (&str, &str) = ("OMPI_MCA_btl_vader_single_copy_mechanism", "none");
 
-fn ranks_agree(text: &str, n: usize) {
+pub(crate) fn ranks_agree(text: &str, n: usize) {
     let sum = n * (n + 1) / 2;
     let mut lines = lines_with(text, "rank=");
     lines.sort_by_key(|l| field(l, "rank").parse::<usize>().unwrap());

@@ -16,3 +16,4 @@ mod pull;
 mod readme;
 mod registry;
 mod run;
+mod sge;
