@@ -43,11 +43,16 @@ sge_pid() {
     [ -n "$pid" ] && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$2" ] && echo "$pid"
 }
 
-qmaster_pid() { sge_pid "$LPMX_SGE_SPOOL/qmaster/qmaster.pid" sge_qmaster; }
+# Where sge_qmaster and sge_execd write their pid by themselves, or when started by Debian's
+# init scripts (SGE_MASTER_PIDFILE, SGE_EXECD_PIDFILE).
+qmaster_pid() {
+    sge_pid "$LPMX_SGE_SPOOL/qmaster/qmaster.pid" sge_qmaster ||
+        sge_pid /run/gridengine/qmaster.pid sge_qmaster
+}
 
 execd_pid() {
     local f
-    for f in "$LPMX_SGE_SPOOL"/execd/*/execd.pid; do
+    for f in "$LPMX_SGE_SPOOL"/execd/*/execd.pid /run/gridengine/execd.pid; do
         sge_pid "$f" sge_execd && return 0
     done
     return 1
