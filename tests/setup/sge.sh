@@ -276,8 +276,10 @@ stop_sge() {
     pids="$(execd_pid || true) $(qmaster_pid || true)"
     timeout 10 qconf -ke "$(hostname)" >/dev/null 2>&1 || true
     timeout 10 qconf -km >/dev/null 2>&1 || true
+    # sge_qmaster takes about 10 s to shut down; killed, it could leave its spool
+    # (Berkeley DB) half-written.
     for pid in $pids; do
-        for _ in $(seq 1 50); do
+        for _ in $(seq 1 300); do
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.1
         done
