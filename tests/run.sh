@@ -6,6 +6,7 @@
 # It installs what it needs, creates the unprivileged user `lpmxtest`, starts
 # three real registries on loopback (HTTP, TLS, TLS+basic auth) sharing one
 # storage, a one-node Slurm cluster (munge, slurmctld, slurmd: tests/setup/slurm.sh),
+# a one-node Grid Engine with a queue of its own (tests/setup/sge.sh),
 # builds fixture images with busybox-static/umoci/skopeo and an MPI image with
 # mmdebstrap (kept in /var/tmp/lpmx-test-cache), builds the Rust tests, and runs
 # every test executable as `lpmxtest`.
@@ -35,6 +36,8 @@ WORK=
 . "$SETUP/registry.sh"
 # shellcheck source=tests/setup/slurm.sh
 . "$SETUP/slurm.sh"
+# shellcheck source=tests/setup/sge.sh
+. "$SETUP/sge.sh"
 # shellcheck source=tests/setup/fixtures.sh
 . "$SETUP/fixtures.sh"
 # shellcheck source=tests/setup/tests.sh
@@ -58,6 +61,7 @@ cleanup() {
         fi
     fi
     stop_slurm
+    stop_sge
     [ -n "$WORK" ] && kill_strays
     stop_registries
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
@@ -99,6 +103,8 @@ step "4/8 registries"
 start_registries
 step "4/8 slurm"
 start_slurm
+step "4/8 sge"
+start_sge
 
 step "5/8 fixture images"
 build_fixtures

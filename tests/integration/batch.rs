@@ -90,7 +90,7 @@ impl Slurm {
     }
 }
 
-fn set_mode(p: &Path, mode: u32) {
+pub(crate) fn set_mode(p: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
 }
@@ -713,7 +713,7 @@ fn mpi_image() -> Option<String> {
     service("LPMX_TEST_MPI_IMAGE")
 }
 
-fn ranks_agree(text: &str, n: usize) {
+pub(crate) fn ranks_agree(text: &str, n: usize) {
     let sum = n * (n + 1) / 2;
     let mut lines = lines_with(text, "rank=");
     lines.sort_by_key(|l| field(l, "rank").parse::<usize>().unwrap());

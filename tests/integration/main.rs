@@ -17,3 +17,4 @@ mod pull;
 mod readme;
 mod registry;
 mod run;
+mod sge;

@@ -6,6 +6,7 @@ LPMX_TEST_PACKAGES=(
     util-linux procps ca-certificates python3 tar gzip coreutils curl
     gcc libc6-dev
     slurm-wlm munge mmdebstrap openmpi-bin libopenmpi-dev libmpich-dev
+    gridengine-master gridengine-exec gridengine-client
 )
 LPMX_TEST_USER=lpmxtest
 
@@ -21,12 +22,31 @@ install_packages() {
     fi
     info "installing: ${missing[*]}"
     export DEBIAN_FRONTEND=noninteractive
+    preseed_packages
     apt-get update -qq
     apt-get install -y -qq -o Dpkg::Use-Pty=0 --no-install-recommends "${missing[@]}" </dev/null
     for p in "${missing[@]}"; do
         status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
         [ "$status" = installed ] || die "package $p is still not installed"
     done
+}
+
+# Answers for the packages' debconf questions, given before they are installed: the
+# gridengine postinst scripts create the cell (init_cluster: spool, bootstrap, act_qmaster)
+# only on their first configuration, and only when told to (tests/setup/sge.sh).
+preseed_packages() {
+    local host
+    host=$(hostname)
+    debconf-set-selections <<EOF
+gridengine-common shared/gridengineconfig boolean true
+gridengine-common shared/gridenginecell string default
+gridengine-master shared/gridengineconfig boolean true
+gridengine-master shared/gridenginemaster string $host
+gridengine-exec shared/gridengineconfig boolean true
+gridengine-exec shared/gridenginemaster string $host
+gridengine-client shared/gridengineconfig boolean true
+gridengine-client shared/gridenginemaster string $host
+EOF
 }
 
 ensure_cargo() {

@@ -31,6 +31,7 @@ write_test_env() {
         "LPMX_TEST_WORK=$WORK/scratch"
         "RUST_BACKTRACE=1"
         "${SLURM_TEST_ENV[@]}"
+        "${SGE_TEST_ENV[@]}"
     )
     {
         echo "# Environment of the test executables (written by tests/run.sh)."
