@@ -61,12 +61,35 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
     Ok(exit::OK)
 }
 
-/// Removes what job `job` staged on this node: under each of `dirs` (default `$TMPDIR`,
-/// `/tmp`, `/dev/shm`), the caller's own staging, or every user's when run as root.
+/// Removes what job `job` staged on this node: under each of `dirs` (default the configured
+/// `stage.dir`, `$TMPDIR`, `/tmp`, `/dev/shm`), the caller's own staging, or every user's
+/// when run as root.
 pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
     stage::check_job_id(job)?;
     let bases = if dirs.is_empty() {
-        stage::default_bases(std::env::var("TMPDIR").ok().as_deref())
+        let mut bases = stage::default_bases(std::env::var("TMPDIR").ok().as_deref());
+        // An epilog must clean up even when the configuration is broken: then only the
+        // default places are searched, and it says so.
+        match crate::commands::load_config(g) {
+            Ok(c) => {
+                if let Some(d) = c.settings.stage.dir.filter(|d| d.is_absolute()) {
+                    if !bases.contains(&d) {
+                        bases.insert(0, d);
+                    }
+                }
+            }
+            Err(e) => eprintln!(
+                "lpmx-job[{}]: cleanup of job {job}: configuration unreadable ({e:#}); \
+                 searching only {}",
+                host::hostname(),
+                bases
+                    .iter()
+                    .map(|b| b.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        }
+        bases
     } else {
         dirs.to_vec()
     };

@@ -348,8 +348,21 @@ mod tests {
         let os = |v: &[&str]| -> Vec<std::ffi::OsString> { v.iter().map(|s| s.into()).collect() };
         for argv in [
             &["lpmx-job", "run", "img", "-v", "ls"][..],
-            &["lpmx-job", "run", "-v", "--cache", "/c", "-e", "A=1", "-b", "/x:/y:ro", "img"],
-            &["lpmx-job", "run", "--write=/d", "--mpi", "host", "--host-cmd", "@slurm", "i", "--", "a"],
+            &[
+                "lpmx-job", "run", "-v", "--cache", "/c", "-e", "A=1", "-b", "/x:/y:ro", "img",
+            ],
+            &[
+                "lpmx-job",
+                "run",
+                "--write=/d",
+                "--mpi",
+                "host",
+                "--host-cmd",
+                "@slurm",
+                "i",
+                "--",
+                "a",
+            ],
         ] {
             let fast = RunOnly::try_fast(&os(argv)).expect("parsed fast");
             let (g, a) = run_args(argv);

@@ -538,7 +538,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 let mut c = Cli::command();
                 if let Some(run) = c.find_subcommand_mut("run") {
                     let long = args.image() == "--help";
-                    let _ = if long { run.print_long_help() } else { run.print_help() };
+                    let _ = if long {
+                        run.print_long_help()
+                    } else {
+                        run.print_help()
+                    };
                 }
                 Ok(exit::OK)
             }

@@ -289,7 +289,9 @@ fn enter_and_exec(
     let entered = runtime::enter(&Real, spec, note)?;
     note(&format!(
         "entered ({} root, workdir {}): exec {:?}",
-        if entered.overlay {
+        if entered.direct {
+            "direct read-only"
+        } else if entered.overlay {
             "overlay"
         } else {
             "bind-fallback"

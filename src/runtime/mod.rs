@@ -12,7 +12,10 @@
 //!
 //! ```text
 //! D/mnt            tmpfs (this task only)
-//! D/mnt/root       the container's root: overlay(lower D/root, upper D/mnt/upper), or, where
+//! D/mnt/root       the container's root: D/root itself bound read-only when the task
+//!                  writes nothing there (read-only, and every mount point already in the
+//!                  image: see [`Ctx::direct_possible`]), as ch-run does; else
+//!                  overlay(lower D/root, upper D/mnt/upper), or, where
 //!                  overlayfs is refused, the tmpfs with every top-level entry of D/root
 //!                  bound read-only into it
 //! D/mnt/passwd     /etc/passwd and /etc/group with the user's entry, bound over the image's
@@ -412,8 +415,11 @@ pub struct BridgeMounts {
 /// What `enter` did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Entered {
-    /// Whether the root is an overlay (else the bind fallback).
+    /// Whether the root is an overlay (else the image tree bound directly, or the bind
+    /// fallback).
     pub overlay: bool,
+    /// Whether the root is the image tree itself, bound read-only.
+    pub direct: bool,
     /// The working directory inside.
     pub workdir: PathBuf,
 }
@@ -603,6 +609,59 @@ impl Ctx<'_> {
                 why: "a host directory",
             });
         }
+        Ok(())
+    }
+
+    /// Whether the image tree itself can be the root, bound read-only (about 0.1 ms cheaper
+    /// per task than an overlay): nothing may be written in it, so the root must stay
+    /// read-only, nothing go to `/.lpmx`, and every mount point exist in the image with the
+    /// kind its source has (`/etc/passwd` and `/etc/group` included), none inside another
+    /// bind (it would then be looked for in the host's directory, not the image's), and the
+    /// working directory asked for must exist.
+    fn direct_possible(&self) -> bool {
+        let s = self.spec;
+        if s.write != Write::ReadOnly || s.bridge.is_some() || s.mpi_libs.is_some() {
+            return false;
+        }
+        let lower = s.tree.join("root");
+        let is = |p: &Path, dir: bool| {
+            resolve_in_root(self.sys, &lower, p).is_ok_and(|t| match self.sys.lstat_kind(&t) {
+                Ok(Kind::Dir) => dir,
+                Ok(Kind::File | Kind::Other) => !dir,
+                _ => false,
+            })
+        };
+        let mut dsts: Vec<&Path> = Vec::new();
+        for b in s.default_binds.iter().chain(&s.user_binds) {
+            let kind = match self.sys.stat_kind(&b.src) {
+                Ok(k) => k,
+                // A default bind whose source is missing is skipped anyway.
+                Err(_) if b.spec.is_none() => continue,
+                Err(_) => return false,
+            };
+            if dsts.iter().any(|d| b.dst.starts_with(d)) || !is(&b.dst, kind == Kind::Dir) {
+                return false;
+            }
+            dsts.push(&b.dst);
+        }
+        ["/etc/passwd", "/etc/group"]
+            .iter()
+            .all(|f| is(Path::new(f), false))
+            && s.workdir
+                .iter()
+                .chain(&s.image_workdir)
+                .all(|w| is(w, true))
+    }
+
+    /// The image tree bound read-only as the root; nothing can be created in it.
+    fn direct_root(&mut self) -> Result<()> {
+        let (lower, root) = (self.spec.tree.join("root"), self.root.clone());
+        self.bind(&lower, &root, true, true)
+            .map_err(self.fail("binding", &lower))?;
+        self.no_create.push(NoCreate {
+            under: root,
+            why: "the image's own tree, shared by every task",
+        });
         Ok(())
     }
 
@@ -943,12 +1002,17 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     )?;
     sys.mkdir(&ctx.root, 0o755)
         .map_err(ctx.fail("creating", &ctx.root))?;
-    let overlay = if spec.try_overlay {
+    let direct = ctx.direct_possible();
+    let overlay = if direct {
+        ctx.direct_root()?;
+        Ok(())
+    } else if spec.try_overlay {
         ctx.overlay_root()?
     } else {
         Err(io::Error::other("not tried, as asked"))
     };
     match overlay {
+        Ok(()) if direct => {}
         Ok(()) => ctx.overlay = true,
         Err(e) => {
             if let Write::Persistent(dir) = &spec.write {
@@ -980,7 +1044,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     }
     let workdir = ctx.workdir()?;
     let root = ctx.root.clone();
-    if spec.write == Write::ReadOnly {
+    if spec.write == Write::ReadOnly && !direct {
         ctx.remount_ro(&root)
             .map_err(ctx.fail("making read-only", &root))?;
     }
@@ -999,6 +1063,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     })?;
     Ok(Entered {
         overlay: ctx.overlay,
+        direct,
         workdir,
     })
 }

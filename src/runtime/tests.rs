@@ -181,17 +181,10 @@ fn default_binds_in_table_order_and_sys_read_only_with_locked_flags() {
     let r = host();
     enter(&r, &spec(Write::ReadOnly, &[]), &quiet).unwrap();
     let calls = r.calls();
-    let order: Vec<usize> = [
-        "proc",
-        "sys",
-        "dev",
-        "tmp",
-        "home/alice",
-        "etc/hosts",
-    ]
-    .iter()
-    .map(|p| bind_of(&calls, &format!("{R}/{p}")))
-    .collect();
+    let order: Vec<usize> = ["proc", "sys", "dev", "tmp", "home/alice", "etc/hosts"]
+        .iter()
+        .map(|p| bind_of(&calls, &format!("{R}/{p}")))
+        .collect();
     assert!(order.windows(2).all(|w| w[0] < w[1]), "{order:?}");
     // Directories recursively, files plainly.
     let m = mounts(&calls);
@@ -874,4 +867,71 @@ fn host_mpi_libraries_are_bound_into_lpmx_mpi_alone() {
     // No bridge asked for: none of its entries.
     assert!(!calls.iter().any(|c| matches!(c, Call::Mkdir(p)
         if p.to_string_lossy().ends_with("lpmx/bridge"))));
+}
+
+/// `host()` plus every mount point of `spec()`'s binds in the image.
+fn host_with_mount_points() -> Recorder {
+    let r = host();
+    for d in ["proc", "sys", "dev", "tmp", "home/alice"] {
+        r.dir(&format!("{TREE}/root/{d}"));
+    }
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        r.file(&format!("{TREE}/root/{f}"), "");
+    }
+    r
+}
+
+#[test]
+fn an_image_with_every_mount_point_is_its_own_read_only_root() {
+    let r = host_with_mount_points();
+    let e = enter(&r, &spec(Write::ReadOnly, &[]), &quiet).unwrap();
+    assert!(e.direct && !e.overlay);
+    let calls = r.calls();
+    let root_bind = bind_of(&calls, R);
+    assert!(
+        matches!(&calls[root_bind], Call::Mount { source: Some(s), flags, .. }
+        if s == Path::new(&format!("{TREE}/root")) && flags & libc::MS_REC != 0)
+    );
+    // Read-only at once, before anything is mounted on it.
+    let ro = calls
+        .iter()
+        .position(|c| {
+            matches!(c, Call::Mount { target, flags, .. }
+            if target == Path::new(R) && flags & libc::MS_REMOUNT != 0)
+        })
+        .unwrap();
+    assert!(ro > root_bind && ro < bind_of(&calls, &format!("{R}/proc")));
+    assert!(!calls
+        .iter()
+        .any(|c| matches!(c, Call::Mount { fstype: Some(t), .. } if t == "overlay")));
+    // Nothing created in the shared tree.
+    assert!(!calls.iter().any(|c| matches!(c,
+        Call::Mkdir(p) | Call::CreateFile(p) | Call::Symlink(_, p) | Call::WriteFile(p, _)
+            if p != Path::new(R) && p.starts_with(R) || p.starts_with(format!("{TREE}/root")))));
+    assert!(calls.contains(&Call::PivotRoot(".".into(), ".".into())));
+}
+
+#[test]
+fn a_missing_mount_point_a_nested_bind_or_a_writable_root_needs_the_overlay() {
+    let cases: [(Write, &[&str]); 3] = [
+        (Write::ReadOnly, &["/data/in:/new"]),
+        (Write::ReadOnly, &["/data/in:/tmp/in"]),
+        (Write::Scratch, &[]),
+    ];
+    for (write, binds) in cases {
+        let r = host_with_mount_points();
+        if binds == ["/data/in:/tmp/in"] {
+            // In the image and in the host's /tmp alike: still looked for in the wrong one.
+            r.dir(&format!("{TREE}/root/tmp/in")).dir("/tmp/in");
+        }
+        let e = enter(&r, &spec(write.clone(), binds), &quiet).unwrap();
+        assert!(e.overlay && !e.direct, "{write:?} {binds:?}");
+    }
+    let r = host_with_mount_points();
+    let mut s = spec(Write::ReadOnly, &[]);
+    s.workdir = Some("/nowhere".into());
+    assert!(
+        enter(&r, &s, &quiet).unwrap().overlay,
+        "a -w the image lacks"
+    );
 }

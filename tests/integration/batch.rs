@@ -1029,3 +1029,44 @@ fn host_mpi_of_another_abi_is_refused_and_doctor_shows_the_injection() {
         "{mpi:?}"
     );
 }
+
+/// `cleanup --job ID` with no `--dir` also searches the configured `stage.dir` (from a config
+/// file or LPMX_STAGE_DIR), where `run` staged: an epilog needs no more than the job id. A
+/// broken configuration still cleans the default places, and says so.
+#[test]
+fn cleanup_searches_the_configured_stage_dir() {
+    let env = Env::new();
+    let base = env.path("node-local");
+    let staged = fake_staging(&base, "77");
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!("stage:\n  dir: {}\n", base.display()),
+    );
+    let out = run(env.cmd().args(["-v", "cleanup", "--job", "77"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(!staged.exists(), "{}", stderr(&out));
+
+    let other = env.path("env-dir");
+    let staged = fake_staging(&other, "78");
+    let out = run(env
+        .cmd()
+        .env("LPMX_STAGE_DIR", &other)
+        .args(["cleanup", "--job", "78"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!staged.exists());
+
+    env.write("config/lpmx/config.yaml", "stage: [oops\n");
+    let tmpdir = env.path("tmpdir");
+    let staged = fake_staging(&tmpdir, "79");
+    let out = run(env
+        .cmd()
+        .env("TMPDIR", &tmpdir)
+        .args(["cleanup", "--job", "79"]));
+    assert_eq!(out.status.code(), Some(0));
+    assert!(!staged.exists());
+    assert!(
+        stderr(&out).contains("configuration unreadable"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -582,3 +582,53 @@ fn a_host_denying_user_namespaces_is_named() {
     );
     assert!(err.contains("sysctl -w user.max_user_namespaces="), "{err}");
 }
+
+/// An image that has every mount point a run needs (as images built for ch-run do) is its
+/// own root, bound read-only, with no overlay: the same container as through the overlay,
+/// and nothing written in the cache's tree. A bind whose mount point it lacks goes back to
+/// the overlay, which creates it in the task's scratch layer.
+#[test]
+fn an_image_with_every_mount_point_runs_on_its_own_tree() {
+    let Some(c) = ctx() else { return };
+    let img = c.pulled("mounts");
+    let script = "id -un; grep -c \"^$(id -un):\" /etc/passwd; cat /proc/self/uid_map | wc -l; \
+                  touch /newfile 2>/dev/null || echo ro-root; echo data > $HOME/from-inside; pwd";
+    let out = c.run(&["-v", &img, "sh", "-c", script]);
+    let text = ok(&out);
+    assert!(
+        stderr(&out).contains("direct read-only root"),
+        "{}",
+        stderr(&out)
+    );
+    let me = crate::support::stdout(&run(Command::new("id").arg("-un")));
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [me.trim(), "1", "1", "ro-root", "/"],
+        "the user's entry, one uid mapped, a read-only root, the image's WorkingDir"
+    );
+    assert_eq!(
+        std::fs::read_to_string(c.env.path("home/from-inside")).unwrap(),
+        "data\n"
+    );
+    let out = c.run(&[
+        "-v",
+        "-b",
+        "/etc/hostname:/new/hostname",
+        &img,
+        "cat",
+        "/new/hostname",
+    ]);
+    ok(&out);
+    assert!(stderr(&out).contains("overlay root"), "{}", stderr(&out));
+    c.verify_cache();
+    // The tree holds only what the image has: no mount point was made in it.
+    let trees = c.env.path("cache/lpmx/trees-v1");
+    for e in walkdir::WalkDir::new(&trees) {
+        let p = e.unwrap().path().to_path_buf();
+        assert!(
+            !p.ends_with("new") && !p.ends_with("newfile"),
+            "{}",
+            p.display()
+        );
+    }
+}

@@ -112,6 +112,18 @@ build_fixtures() {
         --config.workingdir / --config.label org.lpmx.fixture=one \
         --history.created_by "lpmx test fixture one"
 
+    # --- lpmx/mounts: base + every default mount point (as images built for ch-run
+    # have), so that `run` can use the image tree itself as the root ---
+    quiet umoci unpack --rootless --image "$OCI:base" "$B/mounts"
+    install -d -m 755 "$B/mounts/rootfs/proc" "$B/mounts/rootfs/sys" "$B/mounts/rootfs/dev"
+    : >"$B/mounts/rootfs/etc/hosts"
+    : >"$B/mounts/rootfs/etc/resolv.conf"
+    chmod 644 "$B/mounts/rootfs/etc/hosts" "$B/mounts/rootfs/etc/resolv.conf"
+    quiet umoci repack --image "$OCI:mounts" "$B/mounts"
+    quiet umoci config --image "$OCI:mounts" \
+        --config.cmd /bin/sh --config.env PATH=/usr/bin:/bin --config.env FIXTURE=mounts \
+        --config.workingdir / --history.created_by "lpmx test fixture mounts"
+
     # --- lpmx/layers3: base + L1 (files, hardlink, symlinks) + L2 (delete,
     # override) + L3 (opaque dir, hand-made tar) ---
     local r=$B/l1/rootfs
@@ -173,6 +185,7 @@ build_fixtures() {
     # --- push ---
     push "oci:$OCI:one" "docker://$REG_HTTP/lpmx/one:latest"
     push "oci:$OCI:layers3" "docker://$REG_HTTP/lpmx/layers3:latest"
+    push "oci:$OCI:mounts" "docker://$REG_HTTP/lpmx/mounts:latest"
     push "oci:$OCI:multi" "docker://$REG_HTTP/lpmx/multi:latest" --all
     push "oci:$OCI:one" "docker://$REG_HTTP/lpmx/one-v2s2:latest" --format v2s2
     rm -f "$F/one.docker.tar"
