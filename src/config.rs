@@ -121,6 +121,36 @@ pub struct FileConfig {
     pub bridge: BridgeFile,
     #[serde(default)]
     pub mpi: MpiFile,
+    #[serde(default)]
+    pub scratch: ScratchFile,
+}
+
+/// The per-task tmpfs (writes with `--write`, created mount points, passwd and group).
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScratchFile {
+    /// tmpfs `size=`: bytes with an optional k, m or g, or a percentage of memory.
+    pub size: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ScratchSettings {
+    pub size: Option<String>,
+}
+
+/// A tmpfs `size=` value: `N`, `N[kKmMgG]` or `N%` (1 to 100).
+pub fn check_tmpfs_size(v: &str) -> std::result::Result<(), String> {
+    let (num, unit) = match v.char_indices().last() {
+        Some((i, c)) if "kKmMgG%".contains(c) => (&v[..i], Some(c)),
+        _ => (v, None),
+    };
+    match num.parse::<u64>() {
+        Ok(n) if n > 0 && (unit != Some('%') || n <= 100) => Ok(()),
+        _ => Err(format!(
+            "{v:?} is not a tmpfs size: give bytes with an optional k, m or g (e.g. 4g), or \
+             a percentage of memory (e.g. 25%)"
+        )),
+    }
 }
 
 /// The host command bridge (see `crate::bridge`).
@@ -221,6 +251,7 @@ pub struct Settings {
     pub stage: StageSettings,
     pub bridge: BridgeSettings,
     pub mpi: MpiSettings,
+    pub scratch: ScratchSettings,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -277,6 +308,7 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("LPMX_STAGE_DIR", "stage.dir", EnvKind::Text),
     ("LPMX_HOST_CMDS", "bridge.commands", EnvKind::List(',')),
     ("LPMX_MPI_HOST_LIBS", "mpi.host.libs", EnvKind::List(':')),
+    ("LPMX_SCRATCH_SIZE", "scratch.size", EnvKind::Text),
 ];
 
 /// Variables that steer loading itself rather than setting a key.
@@ -441,6 +473,14 @@ impl Config {
             }
         }
 
+        if let Some((Value::String(v), source)) = merged.get("scratch.size") {
+            check_tmpfs_size(v).map_err(|message| Error::Value {
+                origin: source.clone(),
+                key: "scratch.size".into(),
+                message,
+            })?;
+        }
+
         let nested = unflatten(merged.iter().map(|(k, (v, _))| (k.as_str(), v.clone())));
         let settings: Settings = serde_json::from_value(nested).map_err(|e| Error::Value {
             origin: Source::Default,
@@ -486,6 +526,7 @@ fn defaults(inputs: &Inputs) -> Settings {
                 binds: Vec::new(),
             },
         },
+        scratch: ScratchSettings { size: None },
     }
 }
 
@@ -699,6 +740,19 @@ fn expand_one(s: &str, inputs: &Inputs) -> std::result::Result<String, String> {
         }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod scratch_tests {
+    #[test]
+    fn tmpfs_sizes() {
+        for ok in ["4g", "512M", "1048576", "25%", "100%"] {
+            assert!(super::check_tmpfs_size(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "g", "0", "4t", "101%", "-1g", "4 g", "1,5g"] {
+            assert!(super::check_tmpfs_size(bad).is_err(), "{bad}");
+        }
+    }
 }
 
 #[cfg(test)]

@@ -632,3 +632,20 @@ fn an_image_with_every_mount_point_runs_on_its_own_tree() {
         );
     }
 }
+
+/// `scratch.size` bounds the task's tmpfs: with `--write`, a write beyond it fails inside
+/// (ENOSPC) and lpmx-job itself is unharmed; below it, it succeeds.
+#[test]
+fn scratch_size_bounds_the_tasks_writable_layer() {
+    let Some(c) = ctx() else { return };
+    let img = c.pulled("one");
+    let script = "dd if=/dev/zero of=/small bs=1k count=100 2>/dev/null && echo small-ok; \
+                  dd if=/dev/zero of=/big bs=1k count=4096 2>/dev/null || echo big-refused";
+    let out = c.run_with(
+        &[("LPMX_SCRATCH_SIZE", "1m")],
+        &["--write", &img, "sh", "-c", script],
+    );
+    assert_eq!(ok(&out), "small-ok\nbig-refused\n");
+    let out = c.run(&["--write", &img, "sh", "-c", script]);
+    assert_eq!(ok(&out), "small-ok\n", "no limit by default beyond the kernel's");
+}
