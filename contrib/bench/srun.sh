@@ -8,7 +8,7 @@
 # See contrib/bench/README.md for what is measured and how to read the table.
 #
 # Environment:
-#   ROUNDS=20            timed rounds; in each, every (command, N) runs once
+#   ROUNDS=40            timed rounds; in each, every (command, N) runs once
 #   WARMUP=2             untimed rounds first
 #   NS="1 2 4 8"         task counts (more tasks than CPUs run with srun --overcommit)
 #   LPMX_BIN=PATH        lpmx-job binary (default /tmp/bench-target/release/lpmx-job)
@@ -21,7 +21,7 @@ umask 022
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO=$(cd "$HERE/../.." && pwd)
-ROUNDS=${ROUNDS:-20}
+ROUNDS=${ROUNDS:-40}
 WARMUP=${WARMUP:-2}
 NS=${NS:-1 2 4 8}
 BENCH_USER=${BENCH_USER:-lpmxbench}
