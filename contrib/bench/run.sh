@@ -53,12 +53,8 @@ for pc in docker-registry:docker-registry skopeo:skopeo umoci:umoci ch-run:charl
     strace:strace setpriv:util-linux; do
     command -v "${pc%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pc#*:}")
 done
-static_bin() {  # FILE: ldd fails on a static binary, saying so
-    local o
-    [ -x "$1" ] || return 1
-    o=$(LC_ALL=C ldd "$1" 2>&1 || true)
-    [[ $o == *"not a dynamic executable"* ]]
-}
+# shellcheck source=contrib/bench/common.sh
+source "$HERE/common.sh"
 static_bin /bin/busybox || need_pkgs+=(busybox-static)
 if [ "${#need_pkgs[@]}" -gt 0 ]; then
     log "installing: ${need_pkgs[*]}"
@@ -70,8 +66,6 @@ for opt in hyperfine linux-perf; do  # hyperfine: handy by hand, unused here; pe
 done
 static_bin /bin/busybox || die "/bin/busybox is not the static one (busybox-static)"
 
-# shellcheck source=contrib/bench/common.sh
-source "$HERE/common.sh"
 bench_user
 BENCH_UID=$(id -u "$BENCH_USER")
 BENCH_GID=$(id -g "$BENCH_USER")
@@ -90,84 +84,16 @@ USER_ENV=(HOME="$BENCH_HOME" USER="$BENCH_USER" LOGNAME="$BENCH_USER"
     PATH="$SYS_PATH" LANG=C.UTF-8 XDG_RUNTIME_DIR="$WORK/xdg-run" TMPDIR="$U/tmp")
 AS_USER=(runuser -u "$BENCH_USER" -- env -i "${USER_ENV[@]}")
 as_user() { (cd "$U/cwd" && "${AS_USER[@]}" "$@"); }
-q() { "$@" >/dev/null 2>&1 || die "failed: $*"; }
 
-# ---------------------------------------------------------------- 2. the image
-# One busybox-static layer with what ch-run needs to bind over (/etc/passwd, /etc/group,
-# /etc/hosts, /etc/resolv.conf and the mount-point directories).
+# ---------------------------------------------------------------- 2. the image, the registry
+# One busybox-static layer (bench_busybox_image in common.sh), as an OCI layout and pushed
+# to a TLS registry on loopback.
 IMGDIR=$WORK/image
-LAYOUT=$IMGDIR/layout       # OCI layout, tag "bb"
-build_image() {
-    local r=$IMGDIR/rootfs a
-    mkdir -p "$r"/{bin,etc,proc,sys,dev,tmp,home,root,mnt,run,var/tmp,usr/bin}
-    cp /bin/busybox "$r/bin/busybox"
-    for a in sh true sleep echo cat id ls env ps uname; do ln -s busybox "$r/bin/$a"; done
-    echo 'root:x:0:0:root:/root:/bin/sh' >"$r/etc/passwd"
-    echo 'root:x:0:' >"$r/etc/group"
-    : >"$r/etc/hosts"; : >"$r/etc/resolv.conf"
-    chmod 1777 "$r/tmp" "$r/var/tmp"
-    tar -C "$r" --numeric-owner --owner=0 --group=0 --sort=name --mtime=@0 -cf "$IMGDIR/layer.tar" .
-    q umoci init --layout "$LAYOUT"
-    q umoci new --image "$LAYOUT:bb"
-    q umoci raw add-layer --image "$LAYOUT:bb" --history.created_by "busybox-static" "$IMGDIR/layer.tar"
-    q umoci config --image "$LAYOUT:bb" --config.cmd /bin/sh \
-        --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
-    q umoci gc --layout "$LAYOUT"
-    rm -rf "$r" "$IMGDIR/layer.tar"
-    chmod -R a+rX "$IMGDIR"
-}
-build_image
-MANIFEST_DIGEST=$(jq -r '.manifests[0].digest' "$LAYOUT/index.json")
-LAYER_BYTES=$(jq '[.layers[].size] | add' "$LAYOUT/blobs/sha256/${MANIFEST_DIGEST#sha256:}")
+bench_busybox_image "$IMGDIR"       # sets LAYOUT (tag "bb")
 log "image: busybox-static, 1 layer of $LAYER_BYTES bytes (gzip), manifest $MANIFEST_DIGEST"
-
-# ---------------------------------------------------------------- 3. registry (TLS)
-CERTS=$WORK/certs
-mkdir -p "$CERTS/ca.d"
-# A CA and a leaf signed by it (rustls refuses a self-signed CA used as the server cert).
-q openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" \
-    -subj "/CN=lpmx bench CA" -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign,cRLSign
-q openssl req -newkey rsa:2048 -nodes -keyout "$CERTS/server.key" -out "$CERTS/server.csr" -subj "/CN=127.0.0.1"
-printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
-    extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost >"$CERTS/server.ext"
-q openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
-    -CAcreateserial -days 2 -out "$CERTS/server.pem" -extfile "$CERTS/server.ext"
-cp "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"     # containers-style cert dir for skopeo and podman
-chmod 644 "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"
-
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-mkdir -p "$WORK/registry"
-# The access log stays on: it proves that no timed call went to the registry.
-cat >"$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/storage
-http:
-  addr: $REG
-  tls:
-    certificate: $CERTS/server.pem
-    key: $CERTS/server.key
-EOF
-REG_LOG=$WORK/logs/registry.log
-docker-registry serve "$WORK/registry/config.yml" </dev/null >"$REG_LOG" 2>&1 &
-REG_PID=$!
-for _ in $(seq 1 100); do
-    kill -0 "$REG_PID" 2>/dev/null || { cat "$REG_LOG" >&2; die "docker-registry exited"; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca.pem" "https://$REG/v2/")" = 200 ] && break
-    sleep 0.1
-done
-IMAGE=$REG/bench/bb:latest
-log "registry on https://$REG; pushing $IMAGE"
-skopeo copy -q --dest-cert-dir "$CERTS/ca.d" "oci:$LAYOUT:bb" "docker://$IMAGE" >"$WORK/logs/push.log" 2>&1 ||
-    { cat "$WORK/logs/push.log" >&2; die "push failed"; }
+bench_registry
 LPMX_CFG=$U/lpmx-config.yml
-printf 'registries:\n  "%s":\n    ca: %s\n' "$REG" "$CERTS/ca.pem" >"$LPMX_CFG"
-chown "$BENCH_USER:" "$LPMX_CFG"
+bench_push bench/bb "$LPMX_CFG"     # sets IMAGE
 
 # ---------------------------------------------------------------- 4. the same image, per tool
 # lpmx-job: two caches, one filled from the registry, one from the OCI layout (a warm run of
@@ -402,22 +328,7 @@ spec_json() {
 }
 
 # ---------------------------------------------------------------- 6. timed calls
-# The machine may be shared (someone's build or test suite). While this script sleeps, any
-# busy CPU is someone else's: wait (up to QUIET_MAX s) for a 5 s window under 10 % busy.
-busy_jiffies() { awk '/^cpu /{print $2+$3+$4+$7+$8, $2+$3+$4+$5+$6+$7+$8}' /proc/stat; }
-QUIET_MAX=${QUIET_MAX:-300}
-waited=0
-while :; do
-    read -r b0 t0 < <(busy_jiffies); sleep 5; read -r b1 t1 < <(busy_jiffies)
-    OTHER_BUSY=$(( (b1 - b0) * 100 / (t1 - t0 > 0 ? t1 - t0 : 1) ))
-    [ "$OTHER_BUSY" -lt 10 ] && break
-    if [ "$waited" -ge "$QUIET_MAX" ]; then
-        log "the machine is still ${OTHER_BUSY}% busy with other work after ${waited}s; measuring anyway"
-        break
-    fi
-    [ "$waited" -gt 0 ] || log "other work keeps the CPUs ${OTHER_BUSY}% busy; waiting up to ${QUIET_MAX}s for quiet"
-    waited=$((waited + 5))
-done
+bench_wait_quiet
 BUSY_BEFORE=$(busy_jiffies | cut -d' ' -f1)
 LOAD_BEFORE=$(cut -d' ' -f1 /proc/loadavg)
 REG_LINES_BEFORE=$(grep -c '"GET /v2/' "$REG_LOG" || true)
@@ -426,7 +337,7 @@ log "timing: $WARMUP warm-up rounds, then $CALLS rounds (${tools[*]}; podman $PO
 START=$SECONDS
 as_user /usr/bin/python3 "$HARNESS" "$U/spec-time.json" || die "the harness failed"
 BENCH_SECONDS=$((SECONDS - START))
-BUSY_SECONDS=$(awk -v b="$BUSY_BEFORE" -v hz="$(getconf CLK_TCK)" '/^cpu /{printf "%.0f", ($2+$3+$4+$7+$8-b)/hz}' /proc/stat)
+BUSY_SECONDS=$(busy_seconds_since "$BUSY_BEFORE")
 REG_LINES_AFTER=$(grep -c '"GET /v2/' "$REG_LOG" || true)
 LOAD_AFTER=$(cut -d' ' -f1 /proc/loadavg)
 TSV=$U/time.tsv
@@ -587,7 +498,7 @@ ver() { "$@" 2>&1 | sed -n 1,1p | tr -d '\r'; }
     echo
     echo "Generated by \`contrib/bench/run.sh\` on $(date -u '+%F %T UTC')."
     echo
-    echo "- Machine: $(nproc) CPUs ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')), $(awk '/MemTotal/{printf "%.0f GiB", $2/1048576}' /proc/meminfo) RAM, kernel $(uname -r), $(sed -n 's/^PRETTY_NAME="\(.*\)"$/\1/p' /etc/os-release); cgroups: $(if [ -d /sys/fs/cgroup/unified ]; then echo "hybrid (v1 + v2 unified)"; elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo v2; else echo v1; fi)"
+    echo "- Machine: $(bench_machine); cgroups: $(if [ -d /sys/fs/cgroup/unified ]; then echo "hybrid (v1 + v2 unified)"; elif [ -f /sys/fs/cgroup/cgroup.controllers ]; then echo v2; else echo v1; fi)"
     echo "- Image: busybox-static $(ver busybox | awk '{print $2}') alone in one gzip layer ($LAYER_BYTES bytes), with /etc/passwd, /etc/group, empty /etc/hosts and /etc/resolv.conf and the usual mount points; built with umoci as an OCI layout, pushed with skopeo to docker-registry on https://127.0.0.1 (TLS, private CA). The same manifest ($MANIFEST_DIGEST) for every tool."
     echo "- Calls: $WARMUP untimed warm-up rounds, then $CALLS rounds; in each round every tool runs once (podman $PODMAN_CALLS times in all, spread evenly), in an order rotated every round. All as the ordinary user \`$BENCH_USER\`, started by one Python process (posix_spawn, stdout to /dev/null), timed with CLOCK_MONOTONIC from spawn to exit. Timing took ${BENCH_SECONDS}s."
     echo "- Other load: CPUs ${OTHER_BUSY}% busy with other work just before timing (after waiting ${waited}s for quiet; load average $LOAD_BEFORE before, $LOAD_AFTER after); while timing the machine was busy for ${BUSY_SECONDS} CPU-s of $((BENCH_SECONDS * $(nproc))), of which the timed calls used ${TOOLS_CPU} (the rest: the harness, podman's detached conmon and anything else running)."
