@@ -237,12 +237,21 @@ pub struct RunOnly {
 }
 
 impl RunOnly {
-    /// Parses `lpmx-job run ARGS...` (`run` first, as job scripts write it), or None.
+    /// Parses `lpmx-job [GLOBAL OPTIONS] run ARGS...`, or None. Only the global options
+    /// (`--cache DIR`, `--config FILE`, `-v`, `-q`) may come before `run`.
     pub fn try_fast(args: &[std::ffi::OsString]) -> Option<RunOnly> {
-        if args.get(1).map(|a| a.as_os_str()) != Some(std::ffi::OsStr::new("run")) {
-            return None;
+        let mut i = 1;
+        loop {
+            let a = args.get(i)?.to_str()?;
+            match a {
+                "run" => break,
+                "--cache" | "--config" => i += 2,
+                _ if a.starts_with("--cache=") || a.starts_with("--config=") => i += 1,
+                "-v" | "-vv" | "-vvv" | "--verbose" | "-q" | "--quiet" => i += 1,
+                _ => return None,
+            }
         }
-        let rest = std::iter::once(args[0].clone()).chain(args[2..].iter().cloned());
+        let rest = args[..i].iter().chain(&args[i + 1..]).cloned();
         RunOnly::try_parse_from(rest)
             .ok()
             .filter(|r| r.run.flag_for_image().is_none())
@@ -370,7 +379,9 @@ mod tests {
             assert_eq!(format!("{:?}", fast.run), format!("{a:?}"));
         }
         for argv in [
-            &["lpmx-job", "-v", "run", "img"][..],
+            &["lpmx-job", "-x", "run", "img"][..],
+            &["lpmx-job", "--cache", "/c", "pull", "run"],
+            &["lpmx-job", "--cache"],
             &["lpmx-job", "run", "--help"],
             &["lpmx-job", "run", "--nope", "img"],
             &["lpmx-job", "run"],

@@ -647,5 +647,9 @@ fn scratch_size_bounds_the_tasks_writable_layer() {
     );
     assert_eq!(ok(&out), "small-ok\nbig-refused\n");
     let out = c.run(&["--write", &img, "sh", "-c", script]);
-    assert_eq!(ok(&out), "small-ok\n", "no limit by default beyond the kernel's");
+    assert_eq!(
+        ok(&out),
+        "small-ok\n",
+        "no limit by default beyond the kernel's"
+    );
 }
