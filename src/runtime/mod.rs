@@ -673,13 +673,19 @@ impl Ctx<'_> {
                     None => a = a.parent()?,
                 }
             };
-            let system = a == Path::new("/") || SYSTEM_DIRS.iter().any(|d| a.starts_with(d));
+            // Where the image's symlinks lead (`/home` -> `var/home`): the patch goes there,
+            // so that nothing is mounted through a link and mount points resolve into it.
+            let real = Path::new("/").join(host.strip_prefix(&lower).ok()?);
+            let system = [a, real.as_path()]
+                .iter()
+                .any(|p| *p == Path::new("/") || SYSTEM_DIRS.iter().any(|d| p.starts_with(d)));
             let empty = k == Kind::Dir && self.sys.read_dir(&host).is_ok_and(|e| e.is_empty());
-            if system || !empty || dsts[..dsts.len() - 1].iter().any(|d| a.starts_with(d)) {
+            let in_bind = |p: &Path| dsts[..dsts.len() - 1].iter().any(|d| p.starts_with(d));
+            if system || !empty || in_bind(a) || in_bind(&real) {
                 return None;
             }
-            if !patches.iter().any(|p| p == a) {
-                patches.push(a.to_path_buf());
+            if !patches.contains(&real) {
+                patches.push(real);
             }
         }
         let ok = ["/etc/passwd", "/etc/group"]

@@ -978,3 +978,23 @@ fn a_home_missing_under_an_empty_image_directory_gets_a_scratch_directory_there_
             .overlay
     );
 }
+
+#[test]
+fn a_patch_goes_where_the_images_symlink_leads() {
+    let r = host();
+    for d in ["proc", "sys", "dev", "tmp", "var/home"] {
+        r.dir(&format!("{TREE}/root/{d}"));
+    }
+    r.link(&format!("{TREE}/root/home"), "var/home");
+    for f in ["etc/hosts", "etc/resolv.conf"] {
+        r.file(&format!("{TREE}/root/{f}"), "");
+    }
+    let e = enter(&r, &spec(Write::ReadOnly, &[]), &quiet).unwrap();
+    assert!(e.direct);
+    let calls = r.calls();
+    // Bound on the real directory, never through the link.
+    bind_of(&calls, &format!("{R}/var/home"));
+    assert!(!calls.iter().any(|c| matches!(c, Call::Mount { target, .. }
+        if target == Path::new(&format!("{R}/home")))));
+    bind_of(&calls, &format!("{R}/var/home/alice"));
+}
