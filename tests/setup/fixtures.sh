@@ -115,7 +115,8 @@ build_fixtures() {
     # --- lpmx/mounts: base + every default mount point (as images built for ch-run
     # have), so that `run` can use the image tree itself as the root ---
     quiet umoci unpack --rootless --image "$OCI:base" "$B/mounts"
-    install -d -m 755 "$B/mounts/rootfs/proc" "$B/mounts/rootfs/sys" "$B/mounts/rootfs/dev"
+    install -d -m 755 "$B/mounts/rootfs/proc" "$B/mounts/rootfs/sys" "$B/mounts/rootfs/dev" \
+        "$B/mounts/rootfs/opt"
     : >"$B/mounts/rootfs/etc/hosts"
     : >"$B/mounts/rootfs/etc/resolv.conf"
     chmod 644 "$B/mounts/rootfs/etc/hosts" "$B/mounts/rootfs/etc/resolv.conf"
