@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119  # common.sh functions with optional arguments, called without
 # Host-command bridge: what a bridged call adds to calling the host program directly, and the
 # throughput of a bridged `cat` against the host's `cat`. Inside one
 # `lpmx-job run --host-cmd true --host-cmd cat IMG sh -c '...'` container per round: CALLS
@@ -46,26 +47,11 @@ done
 # ---------------------------------------------------------------- 1. packages, user
 # shellcheck source=contrib/bench/common.sh
 source "$HERE/common.sh"
-need_pkgs=()
-for pc in docker-registry:docker-registry skopeo:skopeo umoci:umoci openssl:openssl python3:python3 \
-    jq:jq curl:curl; do
-    command -v "${pc%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pc#*:}")
-done
-static_bin /bin/busybox || need_pkgs+=(busybox-static)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    log "installing: ${need_pkgs[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+bench_install docker-registry:docker-registry skopeo:skopeo umoci:umoci openssl:openssl \
+    python3:python3 jq:jq curl:curl
 bench_user
 bench_workdirs /tmp/lpbr
-
-U=$WORK/u               # everything the bench user writes lives under here
-mkdir -p "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
-chown "$BENCH_USER:" "$U" "$U/tmp" "$U/cwd" "$WORK/xdg-run"
-chmod 700 "$WORK/xdg-run"
-install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
-LPMX=$WORK/bin/lpmx-job
+bench_user_area          # U: everything the bench user writes lives under here
 HOST_TRUE=$(type -P true)
 HOST_CAT=$(type -P cat)
 

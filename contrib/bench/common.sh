@@ -98,7 +98,7 @@ bench_busybox_image() {  # IMGDIR
 # signs (rustls refuses a self-signed CA used as the server certificate). Stopped by
 # bench_cleanup. Sets CERTS (ca.pem, and ca.d/ for skopeo and podman), REG (127.0.0.1:PORT),
 # REG_PID and REG_LOG (its access log shows whether a timed call reached the registry).
-bench_registry() {
+bench_registry() {  # [no-access-log]
     local port _
     CERTS=$WORK/certs
     mkdir -p "$CERTS/ca.d" "$WORK/registry" "$WORK/logs"
@@ -114,7 +114,9 @@ bench_registry() {
     chmod 644 "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"
     port=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
     REG=127.0.0.1:$port
-    printf '%s\n' 'version: 0.1' 'log:' '  level: warn' 'storage:' '  filesystem:' \
+    local access=()
+    [ "${1:-}" = no-access-log ] && access=('  accesslog:' '    disabled: true')
+    printf '%s\n' 'version: 0.1' 'log:' '  level: warn' "${access[@]}" 'storage:' '  filesystem:' \
         "    rootdirectory: $WORK/registry/storage" 'http:' "  addr: $REG" '  tls:' \
         "    certificate: $CERTS/server.pem" "    key: $CERTS/server.key" >"$WORK/registry/config.yml"
     REG_LOG=$WORK/logs/registry.log
@@ -127,6 +129,32 @@ bench_registry() {
         sleep 0.1
     done
     die "docker-registry did not answer on https://$REG/v2/ within 10s (log $REG_LOG)"
+}
+
+# Installs, with apt-get, the package of each CMD:PACKAGE whose command is missing, plus
+# busybox-static when /bin/busybox is not the static one (the bench images use it).
+bench_install() {  # CMD:PACKAGE...
+    local pc need=()
+    for pc in "$@"; do
+        command -v "${pc%%:*}" >/dev/null 2>&1 || need+=("${pc#*:}")
+    done
+    static_bin /bin/busybox || need+=(busybox-static)
+    if [ "${#need[@]}" -gt 0 ]; then
+        log "installing: ${need[*]}"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
+    fi
+}
+
+# The bench user's own area under WORK: U (its cwd and TMPDIR), XDG_RUNTIME_DIR, and a
+# copy of LPMX_BIN it can run, as LPMX. Extra directories to hand over may follow.
+bench_user_area() {  # [DIR...]
+    U=$WORK/u
+    mkdir -p "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
+    chown "$BENCH_USER:" "$U" "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$@"
+    chmod 700 "$WORK/xdg-run"
+    install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
+    LPMX=$WORK/bin/lpmx-job
 }
 
 # Pushes the layout's tag bb to the registry as REPO:latest and writes an lpmx-job config

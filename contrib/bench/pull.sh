@@ -139,46 +139,9 @@ mib() { awk -v b="$1" 'BEGIN{printf "%.1f", b/1048576}'; }
 log "image: 3 layers, $(mib "$IMG_COMPRESSED") MiB compressed ($IMG_LAYERS bytes), $(mib "$IMG_UNCOMPRESSED") MiB as tar, $IMG_FILES paths"
 
 # ---------------------------------------------------------------- 3. registry (TLS)
-CERTS=$WORK/certs
-mkdir -p "$CERTS/ca.d"
-q() { "$@" >/dev/null 2>&1 || die "failed: $*"; }
-# A CA and a leaf signed by it (rustls refuses a self-signed CA used as the server cert).
-q openssl req -x509 -newkey rsa:2048 -nodes -days 2 -keyout "$CERTS/ca.key" -out "$CERTS/ca.pem" \
-    -subj "/CN=lpmx bench CA" -addext basicConstraints=critical,CA:TRUE \
-    -addext keyUsage=critical,keyCertSign,cRLSign
-q openssl req -newkey rsa:2048 -nodes -keyout "$CERTS/server.key" -out "$CERTS/server.csr" -subj "/CN=127.0.0.1"
-printf '%s\n' basicConstraints=critical,CA:FALSE keyUsage=critical,digitalSignature,keyEncipherment \
-    extendedKeyUsage=serverAuth subjectAltName=IP:127.0.0.1,DNS:localhost >"$CERTS/server.ext"
-q openssl x509 -req -in "$CERTS/server.csr" -CA "$CERTS/ca.pem" -CAkey "$CERTS/ca.key" \
-    -CAcreateserial -days 2 -out "$CERTS/server.pem" -extfile "$CERTS/server.ext"
-cp "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"     # containers-style cert dir for skopeo and podman
-chmod 644 "$CERTS/ca.pem" "$CERTS/ca.d/ca.crt"
-
-PORT=$(/usr/bin/python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-REG=127.0.0.1:$PORT
-mkdir -p "$WORK/registry"
-cat >"$WORK/registry/config.yml" <<EOF
-version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: $WORK/registry/storage
-http:
-  addr: $REG
-  tls:
-    certificate: $CERTS/server.pem
-    key: $CERTS/server.key
-EOF
-docker-registry serve "$WORK/registry/config.yml" </dev/null >"$WORK/logs/registry.log" 2>&1 &
-REG_PID=$!
-for _ in $(seq 1 100); do
-    kill -0 "$REG_PID" 2>/dev/null || { cat "$WORK/logs/registry.log" >&2; die "docker-registry exited"; }
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --cacert "$CERTS/ca.pem" "https://$REG/v2/")" = 200 ] && break
-    sleep 0.1
-done
+# A CA and a leaf signed by it (rustls refuses a self-signed CA used as the server cert);
+# no access log, which no figure here reads.
+bench_registry no-access-log
 IMAGE=$REG/bench/mpi:latest
 log "registry on https://$REG; pushing $IMAGE"
 skopeo copy -q --dest-cert-dir "$CERTS/ca.d" "oci:$IMG:mpi" "docker://$IMAGE" >"$WORK/logs/push.log" 2>&1 ||

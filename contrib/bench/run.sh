@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119  # common.sh functions with optional arguments, called without
 # Per-task container entry: `lpmx-job run IMG true` against `ch-run DIR -- true` and rootless
 # `podman run --rm IMG true`, and a bare `true`, timed call by call, interleaved.
 #
@@ -47,20 +48,11 @@ die() { log "ERROR: $*"; exit 1; }
 [ -x "$LPMX_BIN" ] || die "no lpmx-job at $LPMX_BIN; build it: CARGO_TARGET_DIR=/tmp/bench-target cargo build --release --manifest-path $REPO/Cargo.toml"
 
 # ---------------------------------------------------------------- 1. packages, user
-need_pkgs=()
-for pc in docker-registry:docker-registry skopeo:skopeo umoci:umoci ch-run:charliecloud \
-    podman:podman newuidmap:uidmap runc:runc openssl:openssl python3:python3 jq:jq curl:curl \
-    strace:strace setpriv:util-linux; do
-    command -v "${pc%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pc#*:}")
-done
 # shellcheck source=contrib/bench/common.sh
 source "$HERE/common.sh"
-static_bin /bin/busybox || need_pkgs+=(busybox-static)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    log "installing: ${need_pkgs[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+bench_install docker-registry:docker-registry skopeo:skopeo umoci:umoci ch-run:charliecloud \
+    podman:podman newuidmap:uidmap runc:runc openssl:openssl python3:python3 jq:jq curl:curl \
+    strace:strace setpriv:util-linux
 for opt in hyperfine linux-perf; do  # hyperfine: handy by hand, unused here; perf: diagnostics
     dpkg -s "$opt" >/dev/null 2>&1 || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$opt" >/dev/null 2>&1 || true
 done
@@ -70,13 +62,7 @@ bench_user
 BENCH_UID=$(id -u "$BENCH_USER")
 BENCH_GID=$(id -g "$BENCH_USER")
 bench_workdirs /tmp/lpr
-
-U=$WORK/u               # everything the bench user writes lives under here
-mkdir -p "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
-chown "$BENCH_USER:" "$U" "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$SHORT"
-chmod 700 "$WORK/xdg-run"
-install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
-LPMX=$WORK/bin/lpmx-job
+bench_user_area "$SHORT" # U: everything the bench user writes lives under here
 
 # The bench user's environment, the same for every measured command (and for the harness
 # that starts them). USER is needed by ch-run.

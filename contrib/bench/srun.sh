@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2119  # common.sh functions with optional arguments, called without
 # Per-task containers under Slurm: time from `srun -n N` start until every task has printed,
 # for a bare `srun -n N /bin/echo x`, `srun -n N lpmx-job run IMG /bin/echo x` and
 # `srun -n N ch-run DIR -- /bin/echo x`, N = 1 2 4 8, interleaved, on a real one-node Slurm
@@ -45,27 +46,12 @@ for n in "${ns[@]}"; do [[ $n =~ ^[1-9][0-9]*$ ]] || die "NS: $n is not a positi
 # ---------------------------------------------------------------- 1. packages, user
 # shellcheck source=contrib/bench/common.sh
 source "$HERE/common.sh"
-need_pkgs=()
-for pc in slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge docker-registry:docker-registry \
-    skopeo:skopeo umoci:umoci ch-run:charliecloud openssl:openssl python3:python3 jq:jq curl:curl \
-    setpriv:util-linux; do
-    command -v "${pc%%:*}" >/dev/null 2>&1 || need_pkgs+=("${pc#*:}")
-done
-static_bin /bin/busybox || need_pkgs+=(busybox-static)
-if [ "${#need_pkgs[@]}" -gt 0 ]; then
-    log "installing: ${need_pkgs[*]}"
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_pkgs[@]}" >/dev/null
-fi
+bench_install slurmctld:slurmctld slurmd:slurmd srun:slurm-client munged:munge \
+    docker-registry:docker-registry skopeo:skopeo umoci:umoci ch-run:charliecloud openssl:openssl \
+    python3:python3 jq:jq curl:curl setpriv:util-linux
 bench_user
 bench_workdirs /tmp/lps
-
-U=$WORK/u               # everything the bench user writes lives under here
-mkdir -p "$U/tmp" "$U/cwd" "$WORK/xdg-run" "$WORK/bin" "$WORK/logs"
-chown "$BENCH_USER:" "$U" "$U/tmp" "$U/cwd" "$WORK/xdg-run"
-chmod 700 "$WORK/xdg-run"
-install -m 755 "$LPMX_BIN" "$WORK/bin/lpmx-job"
-LPMX=$WORK/bin/lpmx-job
+bench_user_area          # U: everything the bench user writes lives under here
 
 # ---------------------------------------------------------------- 2. the image, per tool
 IMGDIR=$WORK/image
