@@ -1070,3 +1070,44 @@ fn cleanup_searches_the_configured_stage_dir() {
         stderr(&out)
     );
 }
+
+/// `--mpi host` with Open MPI: the host's Open MPI 4.1 (the same Debian build as the image's,
+/// so the ABI matches) replaces the image's, with its component directory bound through
+/// `mpi.host.binds`; `srun --mpi=pmix` wires the ranks up as before.
+#[test]
+fn host_open_mpi_replaces_the_images_under_srun_pmix() {
+    let Some(s) = slurm() else { return };
+    let Some(img) = mpi_image() else { return };
+    let out = run(s
+        .cmd(&bin().to_string_lossy())
+        .args(["-q", "prefetch", &img]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.env.write(
+        "config/lpmx/config.yaml",
+        "mpi:\n  host:\n    libs: [/usr/lib/x86_64-linux-gnu/libmpi.so.40]\n    \
+         binds: [/usr/lib/x86_64-linux-gnu/openmpi]\n",
+    );
+    let out = run(s
+        .cmd("srun")
+        .args(["--mpi=pmix", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
+        .arg(bin())
+        .args(["-q", "run", "--mpi", "host", "-e", "LD_DEBUG=libs", &img])
+        .arg("/usr/local/bin/mpi-hello"));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    ranks_agree(&stdout(&out), 2);
+    let err = stderr(&out);
+    let loaded: Vec<&str> = err
+        .lines()
+        .filter_map(|l| l.split("calling init: ").nth(1))
+        .filter(|p| p.contains("libmpi.so.40") || p.contains("libopen-pal.so.40"))
+        .collect();
+    assert_eq!(
+        loaded.len(),
+        4,
+        "libmpi and libopen-pal in each rank: {loaded:?}"
+    );
+    assert!(
+        loaded.iter().all(|p| p.starts_with("/.lpmx/mpi/")),
+        "from the host's: {loaded:?}"
+    );
+}
