@@ -80,6 +80,32 @@ impl Slurm {
         (job, text)
     }
 
+    /// `lpmx-job prefetch IMG`, which must succeed: MPI ranks then start on a warm cache
+    /// instead of all unpacking a 250 MB image under their launcher's timeouts.
+    fn prefetch(&self, img: &str) {
+        let out = run(self
+            .cmd(&bin().to_string_lossy())
+            .args(["-q", "prefetch", img]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+
+    /// `srun --mpi=MPI -n2 lpmx-job -q run RUN_ARGS... IMG mpi-hello`.
+    fn srun_mpi_hello(&self, mpi: &str, run_args: &[&str], img: &str) -> Output {
+        run(self
+            .cmd("srun")
+            .args([
+                &format!("--mpi={mpi}"),
+                "-n2",
+                "-t",
+                "3",
+                "--kill-on-bad-exit=1",
+            ])
+            .arg(bin())
+            .args(["-q", "run"])
+            .args(run_args)
+            .args([img, "/usr/local/bin/mpi-hello"]))
+    }
+
     fn sbatch_wait(&self, script: &Path, out: &Path, extra: &[&str]) -> Output {
         run(self
             .cmd("sbatch")
@@ -730,11 +756,7 @@ pub(crate) fn ranks_agree(text: &str, n: usize) {
 fn mpi_allreduce_in_the_image_under_srun_pmix() {
     let Some(s) = slurm() else { return };
     let Some(img) = mpi_image() else { return };
-    let out = run(s
-        .cmd("srun")
-        .args(["--mpi=pmix", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
-        .arg(bin())
-        .args(["-q", "run", &img, "/usr/local/bin/mpi-hello"]));
+    let out = s.srun_mpi_hello("pmix", &[], &img);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     ranks_agree(&stdout(&out), 2);
     // One container per task cannot use CMA between tasks: `run` turns it off for Open MPI
@@ -755,11 +777,7 @@ fn mpi_allreduce_in_the_image_under_srun_pmix() {
 fn mpi_allreduce_under_the_hosts_mpirun_in_a_job() {
     let Some(s) = slurm() else { return };
     let Some(img) = mpi_image() else { return };
-    // Warm the cache first: mpirun's ranks must not all unpack 250 MB under its timeouts.
-    let out = run(s
-        .cmd(&bin().to_string_lossy())
-        .args(["-q", "prefetch", &img]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.prefetch(&img);
     let script = s.script(
         "mpirun.sh",
         &format!(
@@ -909,12 +927,13 @@ fn mpich_image() -> Option<String> {
     service("LPMX_TEST_MPICH_IMAGE")
 }
 
-/// The libmpich the loader initialised, from `LD_DEBUG=libs` output.
-fn loaded_mpich(stderr: &str) -> Vec<&str> {
+/// The libraries among `names` the loader initialised, as paths, from `LD_DEBUG=libs`
+/// output.
+fn loaded_libs<'a>(stderr: &'a str, names: &[&str]) -> Vec<&'a str> {
     stderr
         .lines()
         .filter_map(|l| l.split("calling init: ").nth(1))
-        .filter(|p| p.contains("libmpich.so"))
+        .filter(|p| names.iter().any(|n| p.contains(n)))
         .collect()
 }
 
@@ -925,21 +944,13 @@ fn loaded_mpich(stderr: &str) -> Vec<&str> {
 fn mpich_allreduce_under_srun_pmi2_with_the_images_and_the_hosts_library() {
     let Some(s) = slurm() else { return };
     let Some(img) = mpich_image() else { return };
-    let out = run(s
-        .cmd(&bin().to_string_lossy())
-        .args(["-q", "prefetch", &img]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.prefetch(&img);
     for (mode, host) in [("image", false), ("host", true)] {
-        let out = run(s
-            .cmd("srun")
-            .args(["--mpi=pmi2", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
-            .arg(bin())
-            .args(["-q", "run", "--mpi", mode, "-e", "LD_DEBUG=libs", &img])
-            .arg("/usr/local/bin/mpi-hello"));
+        let out = s.srun_mpi_hello("pmi2", &["--mpi", mode, "-e", "LD_DEBUG=libs"], &img);
         assert_eq!(out.status.code(), Some(0), "--mpi {mode}: {}", stderr(&out));
         ranks_agree(&stdout(&out), 2);
         let err = stderr(&out);
-        let loaded = loaded_mpich(&err);
+        let loaded = loaded_libs(&err, &["libmpich.so"]);
         assert_eq!(
             loaded.len(),
             2,
@@ -1078,29 +1089,17 @@ fn cleanup_searches_the_configured_stage_dir() {
 fn host_open_mpi_replaces_the_images_under_srun_pmix() {
     let Some(s) = slurm() else { return };
     let Some(img) = mpi_image() else { return };
-    let out = run(s
-        .cmd(&bin().to_string_lossy())
-        .args(["-q", "prefetch", &img]));
-    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    s.prefetch(&img);
     s.env.write(
         "config/lpmx/config.yaml",
         "mpi:\n  host:\n    libs: [/usr/lib/x86_64-linux-gnu/libmpi.so.40]\n    \
          binds: [/usr/lib/x86_64-linux-gnu/openmpi]\n",
     );
-    let out = run(s
-        .cmd("srun")
-        .args(["--mpi=pmix", "-n2", "-t", "3", "--kill-on-bad-exit=1"])
-        .arg(bin())
-        .args(["-q", "run", "--mpi", "host", "-e", "LD_DEBUG=libs", &img])
-        .arg("/usr/local/bin/mpi-hello"));
+    let out = s.srun_mpi_hello("pmix", &["--mpi", "host", "-e", "LD_DEBUG=libs"], &img);
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     ranks_agree(&stdout(&out), 2);
     let err = stderr(&out);
-    let loaded: Vec<&str> = err
-        .lines()
-        .filter_map(|l| l.split("calling init: ").nth(1))
-        .filter(|p| p.contains("libmpi.so.40") || p.contains("libopen-pal.so.40"))
-        .collect();
+    let loaded = loaded_libs(&err, &["libmpi.so.40", "libopen-pal.so.40"]);
     assert_eq!(
         loaded.len(),
         4,
