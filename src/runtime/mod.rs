@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use crate::userns::{explain_denial, HostFacts};
 use identity::Identity;
-use paths::{normalize, resolve_in_root};
+use paths::{normalize, resolve_in_root, walk_in_root};
 use syscall::{Kind, Syscall};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -470,6 +470,8 @@ struct Ctx<'a> {
     no_create: Vec<NoCreate>,
     /// Host paths of the tmpfs patches of a direct root (see [`Ctx::direct_plan`]).
     patches: Vec<PathBuf>,
+    /// Bind sources already looked at (by [`Ctx::direct_plan`]), so as not to look twice.
+    src_kinds: std::cell::RefCell<Vec<(PathBuf, Kind)>>,
 }
 
 impl Ctx<'_> {
@@ -520,13 +522,17 @@ impl Ctx<'_> {
     /// The host path of container path `dst`, created (with its parents) in the scratch layer
     /// if the image lacks it. Where it cannot be created, says why.
     fn mount_point(&self, dst: &Path, dir: bool) -> std::result::Result<PathBuf, String> {
-        let target =
-            resolve_in_root(self.sys, &self.root, dst).map_err(|e| format!("resolving it: {e}"))?;
+        let w = walk_in_root(self.sys, &self.root, dst).map_err(|e| format!("resolving it: {e}"))?;
+        self.mount_point_at(w, dir)
+    }
+
+    /// [`Ctx::mount_point`] where the walk to it is done.
+    fn mount_point_at(&self, w: paths::Resolved, dir: bool) -> std::result::Result<PathBuf, String> {
         let want = if dir { "directory" } else { "file" };
-        match self.sys.lstat_kind(&target) {
-            Ok(Kind::Dir) if dir => return Ok(target),
-            Ok(Kind::File | Kind::Other) if !dir => return Ok(target),
-            Ok(k) => {
+        match w.kind {
+            Some(Kind::Dir) if dir => return Ok(w.path),
+            Some(Kind::File | Kind::Other) if !dir => return Ok(w.path),
+            Some(k) => {
                 return Err(format!(
                     "the container has a {} there but the source is a {want}",
                     match k {
@@ -535,9 +541,17 @@ impl Ctx<'_> {
                     }
                 ))
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(e.to_string()),
+            None if w.existing_kind != Kind::Dir => {
+                return Err(format!(
+                    "{} is not a directory",
+                    Path::new("/")
+                        .join(w.existing().strip_prefix(&self.root).unwrap_or(w.existing()))
+                        .display()
+                ))
+            }
+            None => {}
         }
+        let target = w.path.clone();
         let patched = self.patches.iter().any(|p| target.starts_with(p));
         if let Some(n) = self
             .no_create
@@ -553,29 +567,29 @@ impl Ctx<'_> {
                 n.why
             ));
         }
-        let rel = target.strip_prefix(&self.root).unwrap_or(&target);
-        let mut p = self.root.clone();
-        let comps: Vec<_> = rel.components().collect();
+        // Only what is missing is made: the walk found the rest.
+        let mut p = w.existing().to_path_buf();
+        let comps: Vec<_> = target
+            .strip_prefix(&p)
+            .unwrap_or(Path::new(""))
+            .components()
+            .collect();
         for (i, c) in comps.iter().enumerate() {
             p.push(c);
-            let last = i + 1 == comps.len();
-            let r = if last && !dir {
+            let r = if i + 1 == comps.len() && !dir {
                 self.sys.create_file(&p, 0o644)
             } else {
                 self.sys.mkdir(&p, 0o755)
             };
-            match r {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && !last => {}
-                Err(e) => return Err(format!("creating {}: {e}", p.display())),
-            }
+            r.map_err(|e| format!("creating {}: {e}", p.display()))?;
         }
         Ok(target)
     }
 
     /// Mounts one bind. A default bind whose source or mount point is missing is skipped.
     fn apply_bind(&mut self, b: &Bind) -> Result<()> {
-        let kind = match self.sys.stat_kind(&b.src) {
+        let known = self.src_kinds.borrow().iter().find(|k| k.0 == b.src).map(|k| k.1);
+        let kind = match known.map_or_else(|| self.sys.stat_kind(&b.src), Ok) {
             Ok(k) => k,
             Err(e) => {
                 return match &b.spec {
@@ -636,14 +650,12 @@ impl Ctx<'_> {
             return None;
         }
         let lower = s.tree.join("root");
-        let kind_at = |p: &Path| {
-            resolve_in_root(self.sys, &lower, p)
-                .ok()
-                .and_then(|t| self.sys.lstat_kind(&t).ok().map(|k| (t, k)))
-        };
-        let is = |p: &Path, dir: bool| match kind_at(p) {
-            Some((_, Kind::Dir)) => dir,
-            Some((_, Kind::File | Kind::Other)) => !dir,
+        // Each destination is walked once: the walk says what is there, and if nothing,
+        // which ancestor the image has.
+        let walk = |p: &Path| walk_in_root(self.sys, &lower, p).ok();
+        let is = |p: &Path, dir: bool| match walk(p).and_then(|w| w.kind) {
+            Some(Kind::Dir) => dir,
+            Some(Kind::File | Kind::Other) => !dir,
             _ => false,
         };
         let mut patches: Vec<PathBuf> = Vec::new();
@@ -655,31 +667,33 @@ impl Ctx<'_> {
                 Err(_) if b.spec.is_none() => continue,
                 Err(_) => return None,
             };
+            self.src_kinds.borrow_mut().push((b.src.clone(), kind));
             if dsts.iter().any(|d| b.dst.starts_with(d)) {
                 return None;
             }
             dsts.push(&b.dst);
-            if is(&b.dst, kind == Kind::Dir) {
-                continue;
+            let w = walk(&b.dst)?;
+            match w.kind {
+                Some(Kind::Dir) if kind == Kind::Dir => continue,
+                Some(Kind::File | Kind::Other) if kind != Kind::Dir => continue,
+                Some(_) => return None, // there, but of the other kind
+                None => {}
             }
-            if kind_at(&b.dst).is_some() {
-                return None; // there, but of the other kind
+            // The deepest ancestor the image has: an empty directory, or no plan. `a` is that
+            // ancestor as the container names it, `host` where the image's symlinks lead
+            // (`/home` -> `var/home`): the patch goes there, so that nothing is mounted
+            // through a link and mount points resolve into it.
+            let mut a = b.dst.as_path();
+            for _ in 0..w.missing {
+                a = a.parent()?;
             }
-            // The deepest ancestor the image has: an empty directory, or no plan.
-            let mut a = b.dst.parent()?;
-            let (host, k) = loop {
-                match kind_at(a) {
-                    Some(found) => break found,
-                    None => a = a.parent()?,
-                }
-            };
-            // Where the image's symlinks lead (`/home` -> `var/home`): the patch goes there,
-            // so that nothing is mounted through a link and mount points resolve into it.
+            let host = w.existing();
             let real = Path::new("/").join(host.strip_prefix(&lower).ok()?);
             let system = [a, real.as_path()]
                 .iter()
                 .any(|p| *p == Path::new("/") || SYSTEM_DIRS.iter().any(|d| p.starts_with(d)));
-            let empty = k == Kind::Dir && self.sys.read_dir(&host).is_ok_and(|e| e.is_empty());
+            let empty = w.existing_kind == Kind::Dir
+                && self.sys.read_dir(host).is_ok_and(|e| e.is_empty());
             let in_bind = |p: &Path| dsts[..dsts.len() - 1].iter().any(|d| p.starts_with(d));
             if system || !empty || in_bind(a) || in_bind(&real) {
                 return None;
@@ -823,8 +837,8 @@ impl Ctx<'_> {
     fn identity_files(&mut self) -> Result<()> {
         let id = &self.spec.identity;
         let mut id = id.clone();
-        let shell = resolve_in_root(self.sys, &self.root, Path::new(&id.shell));
-        if !shell.is_ok_and(|s| self.sys.stat_kind(&s).is_ok()) {
+        let shell = walk_in_root(self.sys, &self.root, Path::new(&id.shell));
+        if !shell.is_ok_and(|w| w.kind.is_some()) {
             id.shell = "/bin/sh".into();
         }
         type Gen = fn(&str, &Identity) -> String;
@@ -834,15 +848,21 @@ impl Ctx<'_> {
         ];
         for (name, make) in files {
             let dst = Path::new("/etc").join(name);
-            let image = resolve_in_root(self.sys, &self.root, &dst)
-                .and_then(|p| self.sys.read_file(&p))
-                .unwrap_or_default();
+            let w = walk_in_root(self.sys, &self.root, &dst);
+            let image = match &w {
+                Ok(w) if w.kind.is_some() => self.sys.read_file(&w.path).unwrap_or_default(),
+                _ => Vec::new(),
+            };
             let text = make(&String::from_utf8_lossy(&image), &id);
             let src = self.scratch.join(name);
             self.sys
                 .write_file(&src, text.as_bytes())
                 .map_err(self.fail("writing", &src))?;
-            let target = match self.mount_point(&dst, false) {
+            let made = match w {
+                Ok(w) => self.mount_point_at(w, false),
+                Err(e) => Err(format!("resolving it: {e}")),
+            };
+            let target = match made {
                 Ok(t) => t,
                 Err(why) => {
                     (self.log)(&format!("not providing {}: {why}", dst.display()));
@@ -1053,6 +1073,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
         overlay: false,
         no_create: Vec::new(),
         patches: Vec::new(),
+        src_kinds: Default::default(),
     };
     let data = match &spec.tmpfs_size {
         Some(s) => format!("mode=0755,size={s}"),

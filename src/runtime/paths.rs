@@ -12,50 +12,94 @@ use super::syscall::{Kind, Syscall};
 
 const MAX_SYMLINKS: u32 = 40;
 
+/// Where a container path leads under the root on the host.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// The host path: `existing` with `missing` appended.
+    pub path: PathBuf,
+    /// What is there, symlinks followed; `None` when something on the way is missing.
+    pub kind: Option<Kind>,
+    /// How many trailing components of `path` do not exist (0 when `kind` is some).
+    pub missing: usize,
+    /// What the deepest existing component of `path` is (the root counts as a directory).
+    pub existing_kind: Kind,
+}
+
+impl Resolved {
+    /// The deepest part of `path` that exists.
+    pub fn existing(&self) -> &Path {
+        let mut p = self.path.as_path();
+        for _ in 0..self.missing {
+            p = p.parent().unwrap_or(p);
+        }
+        p
+    }
+}
+
 /// The host path under `root` where the container sees `p`. Symlinks are followed in every
 /// component, the last included; absolute targets and `..` never leave `root`. The walk stops
 /// checking at the first missing component; the rest is appended lexically.
 pub fn resolve_in_root(sys: &dyn Syscall, root: &Path, p: &Path) -> io::Result<PathBuf> {
+    walk_in_root(sys, root, p).map(|r| r.path)
+}
+
+/// [`resolve_in_root`], also saying what is there and how much is missing: one `lstat` per
+/// component, so that callers need not look again (a task start makes a few dozen of these
+/// lookups on long cache paths).
+pub fn walk_in_root(sys: &dyn Syscall, root: &Path, p: &Path) -> io::Result<Resolved> {
     let mut todo: VecDeque<OsString> = VecDeque::new();
     push_front(&mut todo, p);
-    let mut cur: Vec<OsString> = Vec::new();
+    let mut cur = root.to_path_buf();
+    let mut depth = 0usize; // components of `cur` below `root`
+    let mut kind = Kind::Dir;
     let mut links = 0;
-    let mut missing = false;
+    let mut missing = 0usize;
     while let Some(c) = todo.pop_front() {
         if c == ".." {
-            cur.pop();
+            if depth > 0 {
+                cur.pop();
+                depth -= 1;
+                if missing > 0 {
+                    missing -= 1;
+                } else {
+                    kind = Kind::Dir;
+                }
+            }
             continue;
         }
-        if missing {
-            cur.push(c);
+        cur.push(&c);
+        depth += 1;
+        if missing > 0 {
+            missing += 1;
             continue;
         }
-        let mut cand = root.to_path_buf();
-        cand.extend(&cur);
-        cand.push(&c);
-        match sys.lstat_kind(&cand) {
+        match sys.lstat_kind(&cur) {
             Ok(Kind::Symlink) => {
                 links += 1;
                 if links > MAX_SYMLINKS {
                     return Err(io::Error::from_raw_os_error(libc::ELOOP));
                 }
-                let target = sys.read_link(&cand)?;
+                let target = sys.read_link(&cur)?;
+                cur.pop();
+                depth -= 1;
                 if target.is_absolute() {
-                    cur.clear();
+                    cur = root.to_path_buf();
+                    depth = 0;
                 }
+                kind = Kind::Dir;
                 push_front(&mut todo, &target);
             }
-            Ok(_) => cur.push(c),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                missing = true;
-                cur.push(c);
-            }
+            Ok(k) => kind = k,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => missing = 1,
             Err(e) => return Err(e),
         }
     }
-    let mut out = root.to_path_buf();
-    out.extend(&cur);
-    Ok(out)
+    Ok(Resolved {
+        path: cur,
+        kind: (missing == 0).then_some(kind),
+        missing,
+        existing_kind: kind,
+    })
 }
 
 fn push_front(todo: &mut VecDeque<OsString>, p: &Path) {
@@ -117,6 +161,25 @@ mod tests {
         assert_eq!(res("/rel/passwd").unwrap(), Path::new("/r/etc/passwd"));
         assert_eq!(res("/").unwrap(), Path::new("/r"));
         assert_eq!(res("/loop").unwrap_err().raw_os_error(), Some(libc::ELOOP));
+    }
+
+    #[test]
+    fn the_walk_says_what_is_there_and_what_is_missing() {
+        let r = Recorder::new();
+        r.dir("/r/home").file("/r/etc/passwd", "").link("/r/h", "home");
+        let w = |p: &str| walk_in_root(&r, Path::new("/r"), Path::new(p)).unwrap();
+        let a = w("/h/alice/work");
+        assert_eq!(a.path, Path::new("/r/home/alice/work"));
+        assert_eq!((a.kind, a.missing), (None, 2));
+        assert_eq!((a.existing(), a.existing_kind), (Path::new("/r/home"), Kind::Dir));
+        let f = w("/etc/passwd");
+        assert_eq!((f.kind, f.missing), (Some(Kind::File), 0));
+        assert_eq!(f.existing(), Path::new("/r/etc/passwd"));
+        assert_eq!(w("/").kind, Some(Kind::Dir));
+        let up = w("/home/x/../y");
+        assert_eq!((up.path.as_path(), up.missing), (Path::new("/r/home/y"), 1));
+        let up = w("/etc/passwd/..");
+        assert_eq!((up.path.as_path(), up.kind), (Path::new("/r/etc"), Some(Kind::Dir)));
     }
 
     #[test]

@@ -742,9 +742,12 @@ fn locked_flags_from_statvfs() {
         libc::MS_NOATIME
     );
     assert_eq!(
-        super::syscall::threads_in_status("Name:\tx\nThreads:\t7\nSigQ:\t0/1\n"),
+        super::syscall::threads_in_stat(
+            b"42 (a) b (c)) S 1 42 42 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 7 0 99 0 0\n"
+        ),
         Some(7)
     );
+    assert_eq!(super::syscall::threads_in_stat(b"42 (x"), None);
     // The real statvfs of /proc agrees with the mount's options in /proc/self/mountinfo.
     let f = Real.mount_flags(Path::new("/proc")).unwrap();
     let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
