@@ -144,6 +144,8 @@ pub struct ClientOptions {
 
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Client> {
+        // Fails only when a provider is already installed (a second client): that one is ours.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let mut b = Http::builder()
             .user_agent(concat!("lpmx-job/", env!("CARGO_PKG_VERSION")))
             .connect_timeout(Duration::from_secs(30))

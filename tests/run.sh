@@ -64,6 +64,8 @@ cleanup() {
     stop_sge
     [ -n "$WORK" ] && kill_strays
     stop_registries
+    # The shared mount, and whatever a failed propagation test left on it.
+    [ -n "$WORK" ] && mountpoint -q "$WORK/shared" && umount -R "$WORK/shared"
     if [ -n "$WORK" ] && [ -d "$WORK" ]; then
         if [ "${LPMX_TEST_KEEP:-0}" = 1 ]; then
             echo "kept work directory: $WORK"
@@ -95,8 +97,12 @@ ensure_user
 step "3/8 work directory"
 WORK=$(mktemp -d /tmp/lpmx-test.XXXXXX)
 chmod 755 "$WORK"
-mkdir -p "$WORK/logs/setup" "$WORK/bin" "$WORK/scratch"
-chown "$LPMX_TEST_USER:" "$WORK/scratch"
+mkdir -p "$WORK/logs/setup" "$WORK/bin" "$WORK/scratch" "$WORK/shared"
+chown "$LPMX_TEST_USER:" "$WORK/scratch" "$WORK/shared"
+# A shared mount, as systemd makes every mount of a host: the run tests check that a mount
+# made inside a container does not propagate back out of it.
+mount --bind "$WORK/shared" "$WORK/shared"
+mount --make-shared "$WORK/shared"
 info "$WORK"
 
 step "4/8 registries"

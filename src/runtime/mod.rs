@@ -1053,15 +1053,10 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
         sys.write_file(Path::new(file), format!("{inside} {outside} 1").as_bytes())
             .map_err(|e| setup(image, "writing", file, e))?;
     }
-    // Nothing mounted from here on may propagate back to the host.
-    sys.mount(
-        None,
-        Path::new("/"),
-        None,
-        libc::MS_REC | libc::MS_PRIVATE,
-        None,
-    )
-    .map_err(|e| setup(image, "making private the mounts of", "/", e))?;
+    // No `mount --make-rprivate /`: a mount namespace made with a new user namespace gets
+    // the host's shared mounts as slaves (the kernel's CL_SHARED_TO_SLAVE), so nothing
+    // mounted here can propagate back to the host, and pivot_root accepts them. The remount
+    // would visit every mount of the host, once per task.
 
     let scratch = spec.tree.join("mnt");
     let mut ctx = Ctx {

@@ -653,3 +653,38 @@ fn scratch_size_bounds_the_tasks_writable_layer() {
         "no limit by default beyond the kernel's"
     );
 }
+
+/// lpmx-job changes no mount's propagation (a `--make-rprivate /` would visit every host
+/// mount per task): the new user namespace makes the host's shared mounts slaves. A mount
+/// made inside, on a directory of a shared host mount, must still not reach the host.
+#[test]
+fn mounts_made_inside_stay_inside() {
+    let Some(c) = ctx() else { return };
+    let Some(shared) = service("LPMX_TEST_SHARED") else {
+        return;
+    };
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        info.lines()
+            .any(|l| l.contains(&format!(" {shared} ")) && l.contains(" shared:")),
+        "the harness's {shared} is a shared mount: {info}"
+    );
+    let img = c.pulled("one");
+    let dir = tempfile::Builder::new()
+        .prefix("prop.")
+        .tempdir_in(&shared)
+        .unwrap();
+    let at = dir.path().to_str().unwrap();
+    let script = format!(
+        "busybox mount -t tmpfs lpmx-prop-test {at} && touch {at}/inside && \
+         busybox grep -c lpmx-prop-test /proc/self/mountinfo"
+    );
+    let out = c.run(&["--fakeroot", &img, "sh", "-c", &script]);
+    assert_eq!(ok(&out), "1\n", "the mount exists inside");
+    let after = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !after.contains("lpmx-prop-test"),
+        "a mount made in the container reached the host: {after}"
+    );
+    assert!(!dir.path().join("inside").exists(), "written in the container's tmpfs only");
+}

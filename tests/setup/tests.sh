@@ -29,6 +29,7 @@ write_test_env() {
         "LPMX_TEST_LOGS=$WORK/logs"
         "LPMX_TEST_FIXTURES=$WORK/fixtures"
         "LPMX_TEST_WORK=$WORK/scratch"
+        "LPMX_TEST_SHARED=$WORK/shared"
         "RUST_BACKTRACE=1"
         "${SLURM_TEST_ENV[@]}"
         "${SGE_TEST_ENV[@]}"
