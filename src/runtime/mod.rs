@@ -497,18 +497,26 @@ impl Ctx<'_> {
             .map_err(self.fail(&format!("mounting {}", fstype.unwrap_or("a bind")), target))
     }
 
-    /// A bind, then, if read-only, its remount with the flags the kernel locked on the source
-    /// mount (nosuid, nodev, noexec, atime): a user namespace may add flags, never clear them.
+    /// A bind, then, if read-only, made so: a directory's with every mount below it (the
+    /// host's /sys holds cgroup and other file systems).
     fn bind(&self, src: &Path, target: &Path, dir: bool, ro: bool) -> io::Result<()> {
         let flags = if dir { MS_BIND_REC } else { libc::MS_BIND };
         self.sys.mount(Some(src), target, None, flags, None)?;
         if ro {
-            self.remount_ro(target)?;
+            self.remount_ro(target, dir)?;
         }
         Ok(())
     }
 
-    fn remount_ro(&self, target: &Path) -> io::Result<()> {
+    /// Read-only by mount_setattr, one call for a whole tree; on a kernel without it (before
+    /// 5.12), a remount of the top mount alone, repeating the flags the kernel locked on it
+    /// (nosuid, nodev, noexec, atime): a user namespace may add flags, never clear them.
+    fn remount_ro(&self, target: &Path, recursive: bool) -> io::Result<()> {
+        match self.sys.set_read_only(target, recursive) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
+            Err(e) => return Err(e),
+        }
         let locked = self.sys.mount_flags(target)?;
         self.sys.mount(
             None,
@@ -522,12 +530,17 @@ impl Ctx<'_> {
     /// The host path of container path `dst`, created (with its parents) in the scratch layer
     /// if the image lacks it. Where it cannot be created, says why.
     fn mount_point(&self, dst: &Path, dir: bool) -> std::result::Result<PathBuf, String> {
-        let w = walk_in_root(self.sys, &self.root, dst).map_err(|e| format!("resolving it: {e}"))?;
+        let w =
+            walk_in_root(self.sys, &self.root, dst).map_err(|e| format!("resolving it: {e}"))?;
         self.mount_point_at(w, dir)
     }
 
     /// [`Ctx::mount_point`] where the walk to it is done.
-    fn mount_point_at(&self, w: paths::Resolved, dir: bool) -> std::result::Result<PathBuf, String> {
+    fn mount_point_at(
+        &self,
+        w: paths::Resolved,
+        dir: bool,
+    ) -> std::result::Result<PathBuf, String> {
         let want = if dir { "directory" } else { "file" };
         match w.kind {
             Some(Kind::Dir) if dir => return Ok(w.path),
@@ -545,7 +558,11 @@ impl Ctx<'_> {
                 return Err(format!(
                     "{} is not a directory",
                     Path::new("/")
-                        .join(w.existing().strip_prefix(&self.root).unwrap_or(w.existing()))
+                        .join(
+                            w.existing()
+                                .strip_prefix(&self.root)
+                                .unwrap_or(w.existing())
+                        )
                         .display()
                 ))
             }
@@ -588,7 +605,12 @@ impl Ctx<'_> {
 
     /// Mounts one bind. A default bind whose source or mount point is missing is skipped.
     fn apply_bind(&mut self, b: &Bind) -> Result<()> {
-        let known = self.src_kinds.borrow().iter().find(|k| k.0 == b.src).map(|k| k.1);
+        let known = self
+            .src_kinds
+            .borrow()
+            .iter()
+            .find(|k| k.0 == b.src)
+            .map(|k| k.1);
         let kind = match known.map_or_else(|| self.sys.stat_kind(&b.src), Ok) {
             Ok(k) => k,
             Err(e) => {
@@ -692,8 +714,8 @@ impl Ctx<'_> {
             let system = [a, real.as_path()]
                 .iter()
                 .any(|p| *p == Path::new("/") || SYSTEM_DIRS.iter().any(|d| p.starts_with(d)));
-            let empty = w.existing_kind == Kind::Dir
-                && self.sys.read_dir(host).is_ok_and(|e| e.is_empty());
+            let empty =
+                w.existing_kind == Kind::Dir && self.sys.read_dir(host).is_ok_and(|e| e.is_empty());
             let in_bind = |p: &Path| dsts[..dsts.len() - 1].iter().any(|d| p.starts_with(d));
             if system || !empty || in_bind(a) || in_bind(&real) {
                 return None;
@@ -1131,7 +1153,7 @@ pub fn enter(sys: &dyn Syscall, spec: &Spec, log: &dyn Fn(&str)) -> Result<Enter
     let workdir = ctx.workdir()?;
     let root = ctx.root.clone();
     if spec.write == Write::ReadOnly && !direct {
-        ctx.remount_ro(&root)
+        ctx.remount_ro(&root, false)
             .map_err(ctx.fail("making read-only", &root))?;
     }
     // pivot_root(".", ".") stacks the old root on the new one; detaching it leaves the new.

@@ -166,12 +166,17 @@ mod tests {
     #[test]
     fn the_walk_says_what_is_there_and_what_is_missing() {
         let r = Recorder::new();
-        r.dir("/r/home").file("/r/etc/passwd", "").link("/r/h", "home");
+        r.dir("/r/home")
+            .file("/r/etc/passwd", "")
+            .link("/r/h", "home");
         let w = |p: &str| walk_in_root(&r, Path::new("/r"), Path::new(p)).unwrap();
         let a = w("/h/alice/work");
         assert_eq!(a.path, Path::new("/r/home/alice/work"));
         assert_eq!((a.kind, a.missing), (None, 2));
-        assert_eq!((a.existing(), a.existing_kind), (Path::new("/r/home"), Kind::Dir));
+        assert_eq!(
+            (a.existing(), a.existing_kind),
+            (Path::new("/r/home"), Kind::Dir)
+        );
         let f = w("/etc/passwd");
         assert_eq!((f.kind, f.missing), (Some(Kind::File), 0));
         assert_eq!(f.existing(), Path::new("/r/etc/passwd"));
@@ -179,7 +184,10 @@ mod tests {
         let up = w("/home/x/../y");
         assert_eq!((up.path.as_path(), up.missing), (Path::new("/r/home/y"), 1));
         let up = w("/etc/passwd/..");
-        assert_eq!((up.path.as_path(), up.kind), (Path::new("/r/etc"), Some(Kind::Dir)));
+        assert_eq!(
+            (up.path.as_path(), up.kind),
+            (Path::new("/r/etc"), Some(Kind::Dir))
+        );
     }
 
     #[test]

@@ -213,6 +213,10 @@ fn default_binds_in_table_order_and_sys_read_only_with_locked_flags() {
         )
     );
     assert_eq!(remount_of(&calls, &format!("{R}/proc")), None);
+    assert!(
+        !calls.iter().any(|c| matches!(c, Call::SetReadOnly(..))),
+        "tried, ENOSYS, hence the remount"
+    );
     // The cwd lies in $HOME, bound already; $TMPDIR does not exist here: both skipped.
     assert!(!m
         .iter()
@@ -1003,4 +1007,38 @@ fn a_patch_goes_where_the_images_symlink_leads() {
     assert!(!calls.iter().any(|c| matches!(c, Call::Mount { target, .. }
         if target == Path::new(&format!("{R}/home")))));
     bind_of(&calls, &format!("{R}/var/home/alice"));
+}
+
+/// Where mount_setattr exists, read-only is one call per tree: /sys with the mounts below
+/// it, a `:ro` directory bind likewise, a file bind and the root alone; no remount at all.
+#[test]
+fn read_only_by_mount_setattr_covers_the_mounts_below() {
+    let r = Recorder {
+        setattr: true,
+        ..host()
+    };
+    r.dir("/data").file("/host-file", "x");
+    let mut s = spec(Write::ReadOnly, &[]);
+    s.user_binds = vec![
+        parse_bind("/data:/in:ro", Path::new("/")).unwrap(),
+        parse_bind("/host-file:/etc/f:ro", Path::new("/")).unwrap(),
+    ];
+    enter(&r, &s, &quiet).unwrap();
+    let calls = r.calls();
+    let ro: Vec<(String, bool)> = calls
+        .iter()
+        .filter_map(|c| match c {
+            Call::SetReadOnly(p, rec) => Some((p.display().to_string(), *rec)),
+            _ => None,
+        })
+        .collect();
+    assert!(ro.contains(&(format!("{R}/sys"), true)), "{ro:?}");
+    assert!(ro.contains(&(format!("{R}/in"), true)), "{ro:?}");
+    assert!(ro.contains(&(format!("{R}/etc/f"), false)), "{ro:?}");
+    assert!(
+        ro.contains(&(R.to_string(), false)),
+        "the root, not what is bound in it: {ro:?}"
+    );
+    assert_eq!(remount_of(&calls, &format!("{R}/sys")), None);
+    assert_eq!(remount_of(&calls, R), None);
 }
