@@ -69,7 +69,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
                 };
                 let rec = pull_one(&config, &cache, &reference, opts)?;
                 drop(progress);
-                return Err(reexec(&rec.manifest));
+                // Entered from this process unless the pull left a thread behind (checked
+                // below, which re-executes then): an `oci:` reference is read again on every
+                // run, and a re-exec would cost it a second start-up.
+                rec
             }
         },
     };
