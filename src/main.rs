@@ -7,25 +7,38 @@
 //! nowhere deep. The rest of what std's start-up does is done here; arguments and the
 //! environment come from std as usual (glibc hands them to it before `main`).
 
-#![no_main]
+// Unit tests of the executable's modules keep the test harness's own main.
+#![cfg_attr(not(test), no_main)]
 
 mod batch_cmd;
 mod cli;
 mod commands;
 mod run_cmd;
 
+#[cfg(not(test))]
 #[no_mangle]
 extern "C" fn main(_argc: libc::c_int, _argv: *const *const libc::c_char) -> libc::c_int {
     std_start();
-    // Inside a container, called as a bridged host command (`/.lpmx/bin/NAME`).
-    let code = match lpmx_job::bridge::client::from_argv0() {
-        Some(code) => code,
-        None => commands::main(),
-    };
     // std::process::exit flushes stdout, as returning from a Rust main would.
-    std::process::exit(i32::from(code))
+    std::process::exit(i32::from(lpmx_main()))
 }
 
+/// Under `cargo test` the harness brings its own main; this one only keeps what it calls
+/// alive for the compiler's dead-code check.
+#[cfg(test)]
+fn main() {
+    std::process::exit(i32::from(lpmx_main()))
+}
+
+fn lpmx_main() -> u8 {
+    // Inside a container, called as a bridged host command (`/.lpmx/bin/NAME`).
+    match lpmx_job::bridge::client::from_argv0() {
+        Some(code) => code,
+        None => commands::main(),
+    }
+}
+
+#[cfg(not(test))]
 /// What std does before a Rust `main` that matters here: fds 0-2 open (else the next file
 /// opened would become stdout), and SIGPIPE ignored (a closed pipe is an error to report,
 /// not a silent death; `run` restores it for the command).
