@@ -39,7 +39,7 @@ use std::path::{Path, PathBuf};
 
 use crate::userns::{explain_denial, HostFacts};
 use identity::Identity;
-use paths::{normalize, resolve_in_root, walk_in_root};
+use paths::{normalize, walk_in_root};
 use syscall::{Kind, Syscall};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -554,18 +554,6 @@ impl Ctx<'_> {
                     }
                 ))
             }
-            None if w.existing_kind != Kind::Dir => {
-                return Err(format!(
-                    "{} is not a directory",
-                    Path::new("/")
-                        .join(
-                            w.existing()
-                                .strip_prefix(&self.root)
-                                .unwrap_or(w.existing())
-                        )
-                        .display()
-                ))
-            }
             None => {}
         }
         let target = w.path.clone();
@@ -1013,8 +1001,8 @@ impl Ctx<'_> {
                 .iter()
                 .chain(&s.user_binds)
                 .any(|b| b.src == b.dst && cwd.starts_with(&b.dst));
-            let there = resolve_in_root(self.sys, &self.root, cwd)
-                .is_ok_and(|p| matches!(self.sys.stat_kind(&p), Ok(Kind::Dir)));
+            let there =
+                walk_in_root(self.sys, &self.root, cwd).is_ok_and(|w| w.kind == Some(Kind::Dir));
             if shown && there {
                 return Ok(cwd.clone());
             }
