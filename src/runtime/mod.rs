@@ -508,14 +508,18 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// Read-only by mount_setattr, one call for a whole tree; on a kernel without it (before
-    /// 5.12), a remount of the top mount alone, repeating the flags the kernel locked on it
-    /// (nosuid, nodev, noexec, atime): a user namespace may add flags, never clear them.
+    /// Read-only by mount_setattr, one call for a whole tree. Where that fails (a kernel
+    /// before 5.12, a seccomp filter that does not know the call), a remount of the top mount
+    /// alone, repeating the flags the kernel locked on it (nosuid, nodev, noexec, atime): a
+    /// user namespace may add flags, never clear them.
     fn remount_ro(&self, target: &Path, recursive: bool) -> io::Result<()> {
         match self.sys.set_read_only(target, recursive) {
             Ok(()) => return Ok(()),
-            Err(e) if e.raw_os_error() == Some(libc::ENOSYS) => {}
-            Err(e) => return Err(e),
+            Err(e) if recursive => (self.log)(&format!(
+                "mount_setattr on {}: {e}; the mounts below it keep their own flags",
+                target.display()
+            )),
+            Err(_) => {}
         }
         let locked = self.sys.mount_flags(target)?;
         self.sys.mount(
