@@ -103,6 +103,11 @@ chown "$LPMX_TEST_USER:" "$WORK/scratch" "$WORK/shared"
 # made inside a container does not propagate back out of it.
 mount --bind "$WORK/shared" "$WORK/shared"
 mount --make-shared "$WORK/shared"
+# What an attack on a root-run hook would reach for (tests/integration/trust.rs): a copy of
+# an executable, a directory and a private file, all root's. Each must stay as it is.
+mkdir -m 755 "$WORK/root-targets" "$WORK/root-targets/dir"
+install -m 755 /usr/bin/id "$WORK/root-targets/id"
+install -m 600 /dev/null "$WORK/root-targets/secret"
 info "$WORK"
 
 step "4/8 registries"

@@ -18,3 +18,4 @@ mod readme;
 mod registry;
 mod run;
 mod sge;
+mod trust;

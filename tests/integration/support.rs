@@ -164,3 +164,80 @@ pub fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
     }
     counts
 }
+
+/// The second ordinary user of the trust-boundary tests (tests/run.sh creates it, in
+/// [`group`] with the test user), or None outside the harness (a failure under CI).
+#[allow(dead_code)]
+pub fn attacker() -> Option<String> {
+    service("LPMX_TEST_ATTACKER")
+}
+
+/// The group the test user and the attacker share.
+#[allow(dead_code)]
+pub fn group() -> Option<String> {
+    service("LPMX_TEST_GROUP")
+}
+
+/// A command run as the attacker (`sudo -n -u ATTACKER`), with a clean environment but
+/// `PATH` and what the caller adds. Its HOME is the attacker's own.
+#[allow(dead_code)]
+pub fn as_attacker(program: impl AsRef<std::ffi::OsStr>) -> Option<Command> {
+    let who = attacker()?;
+    let mut c = Command::new("sudo");
+    c.args(["-n", "-H", "-u", &who, "--", "env", "-i"])
+        .arg("PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin")
+        .arg(program)
+        .current_dir("/");
+    Some(c)
+}
+
+/// A command run as root the way a scheduler runs a hook: `PROGRAM` must be an `lpmx-job`
+/// executable or a script under `integrations/`, every directory above it root's
+/// (tests/setup/as-root.sh checks). `vars` are its whole environment besides PATH.
+#[allow(dead_code)]
+pub fn as_root(vars: &[(&str, &str)], program: &Path) -> Option<Command> {
+    let helper = service("LPMX_TEST_AS_ROOT")?;
+    let mut c = Command::new("sudo");
+    c.args(["-n", &helper]);
+    for (k, v) in vars {
+        c.arg(format!("{k}={v}"));
+    }
+    c.arg(program).current_dir("/");
+    Some(c)
+}
+
+/// The root-owned files an attack on a root-run hook aims at (`id`, `dir/`, `secret`), and
+/// the check that each is still as tests/run.sh made it.
+#[allow(dead_code)]
+pub fn root_targets_intact() -> Option<Result<(), String>> {
+    use std::os::unix::fs::MetadataExt;
+    let d = PathBuf::from(service("LPMX_TEST_ROOT_TARGETS")?);
+    let check = |rel: &str, kind: &str, mode: u32| -> Result<(), String> {
+        let p = d.join(rel);
+        let m = p
+            .symlink_metadata()
+            .map_err(|e| format!("{}: {e}", p.display()))?;
+        let is = if m.is_dir() {
+            "dir"
+        } else if m.is_file() {
+            "file"
+        } else {
+            "other"
+        };
+        if is != kind || m.uid() != 0 || m.gid() != 0 || m.mode() & 0o7777 != mode {
+            return Err(format!(
+                "{} is now a {is} of {}:{} mode {:o} (was a root {kind} of mode {mode:o})",
+                p.display(),
+                m.uid(),
+                m.gid(),
+                m.mode() & 0o7777
+            ));
+        }
+        Ok(())
+    };
+    Some(
+        check("id", "file", 0o755)
+            .and_then(|_| check("dir", "dir", 0o755))
+            .and_then(|_| check("secret", "file", 0o600)),
+    )
+}
