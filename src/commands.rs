@@ -57,11 +57,17 @@ fn usage_error(e: clap::Error) -> u8 {
         };
     }
     let text = e.render().to_string();
-    let first = text
+    // clap's first paragraph can span lines ("...not provided:" then the missing names,
+    // indented): keep all of it, on one line.
+    let first: Vec<&str> = text
         .lines()
-        .next()
-        .unwrap_or("bad arguments")
-        .trim_start_matches("error: ");
+        .take_while(|l| !l.trim().is_empty())
+        .map(|l| l.trim())
+        .collect();
+    let first = match first.join(" ") {
+        s if s.is_empty() => "bad arguments".to_string(),
+        s => s.trim_start_matches("error: ").to_string(),
+    };
     let usage = text
         .lines()
         .find_map(|l| l.strip_prefix("Usage: "))
@@ -211,6 +217,15 @@ fn logger(quiet: bool) -> impl Fn(&str) + Sync {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<u8> {
+    // A reader that goes away (`lpmx-job images | head`) ends a listing quietly, as it ends
+    // `ls` or `cat`: the write gets SIGPIPE. std ignores SIGPIPE (main.rs does too), which
+    // turned every closed pipe into a panic or an "error: Broken pipe" and status 125. `run`
+    // keeps it ignored: its supervisor writes to sockets a task may close, and it restores
+    // the default for the command itself.
+    if !matches!(cli.command, Command::Run(_)) {
+        // SAFETY: setting a signal's disposition has no memory-safety requirement.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     match cli.command {
         Command::Pull {
             images,

@@ -128,3 +128,62 @@ fn shipped_completions_are_current() {
         );
     }
 }
+
+/// A reader that is already gone (`lpmx-job man | head` once head has exited): every verb
+/// that lists something ends quietly, killed by SIGPIPE as `cat` is, or with status 0;
+/// never a panic, never "error: Broken pipe" with 125.
+#[test]
+fn a_closed_stdout_ends_a_listing_quietly() {
+    use std::os::fd::FromRawFd;
+    use std::os::unix::process::ExitStatusExt;
+    let env = Env::new();
+    for args in [
+        &["completions", "bash"][..],
+        &["man"][..],
+        &["config", "show"][..],
+        &["--help"][..],
+    ] {
+        let mut fds = [0; 2];
+        // SAFETY: pipe fills the two-element array it is given.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: both fds were just made by pipe and are owned here alone.
+        let (reader, writer) = unsafe {
+            (
+                std::fs::File::from_raw_fd(fds[0]),
+                std::fs::File::from_raw_fd(fds[1]),
+            )
+        };
+        drop(reader);
+        let out = env
+            .cmd()
+            .args(args)
+            .stdout(writer)
+            .stderr(std::process::Stdio::piped())
+            .output()
+            .unwrap();
+        let err = stderr(&out);
+        assert!(
+            out.status.code() == Some(0) || out.status.signal() == Some(libc::SIGPIPE),
+            "{args:?}: {:?}, stderr: {err}",
+            out.status
+        );
+        assert_eq!(err, "", "{args:?} says nothing on stderr");
+    }
+}
+
+/// A verb's missing argument is named in the one-line error (clap puts it on a line of its
+/// own, which was lost).
+#[test]
+fn a_missing_argument_is_named() {
+    let env = Env::new();
+    for (verb, name) in [("run", "<IMAGE"), ("pull", "<IMAGE>")] {
+        let out = run(env.cmd().arg(verb));
+        assert_eq!(out.status.code(), Some(125));
+        let err = stderr(&out);
+        assert_eq!(err.lines().count(), 1, "{err}");
+        assert!(
+            err.contains(&format!("not provided: {name}")),
+            "{verb}: {err}"
+        );
+    }
+}
