@@ -555,27 +555,96 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig> {
     serde_saphyr::from_str::<Option<FileConfig>>(text)
         .map(Option::unwrap_or_default)
         .map_err(|e| {
+            // The typed parse reads as it goes, so an unclosed `[a` under a string key reads
+            // as a type error ("expected string scalar"). A syntax error is said as one, and
+            // where: parsing as plain YAML (only on this error path) tells the two apart.
+            if let Err(syntax) = serde_saphyr::from_str::<serde_json::Value>(text) {
+                let line = syntax.location().map(|l| l.line()).unwrap_or(0);
+                let column = syntax.location().map(|l| l.column()).unwrap_or(0);
+                return Error::Parse {
+                    path: path.to_path_buf(),
+                    line,
+                    key: None,
+                    message: format!(
+                        "not valid YAML at column {column}: {}",
+                        strip_position(&syntax.without_snippet().to_string())
+                    ),
+                    detail: syntax.to_string(),
+                };
+            }
             let line = e.location().map(|l| l.line()).unwrap_or(0);
-            let plain = e.without_snippet().to_string();
+            let key = e.location().and_then(|l| key_at(text, l.line()));
+            let plain = strip_position(&e.without_snippet().to_string());
             Error::Parse {
                 path: path.to_path_buf(),
                 line,
-                key: e.location().and_then(|l| key_at(text, l.line())),
-                message: strip_position(&plain),
+                message: expectation(key.as_deref(), &plain),
+                key,
                 detail: e.to_string(),
             }
         })
 }
 
+/// What a key holds, in words, where the parser's type name would not tell a user: "invalid
+/// u64" means nothing to someone who wrote `lock_timeout: soon`.
+const EXPECTED: &[(&str, &str)] = &[
+    (
+        "cache.lock_timeout",
+        "a whole number of seconds, such as 600",
+    ),
+    ("cache.readonly", "a list of directories"),
+    ("registry.insecure", "a list of host:port names"),
+    (
+        "bridge.commands",
+        "a list of command names or sets such as @slurm",
+    ),
+    ("mpi.host.libs", "a list of files or directories"),
+    ("mpi.host.binds", "a list of host paths"),
+];
+
+/// The parser's message for a value of the wrong type, said as what was expected. Messages
+/// that are not about a type (an unknown key, a bad name) are kept as they are.
+fn expectation(key: Option<&str>, parser: &str) -> String {
+    let by_type = [
+        ("invalid u64", "a whole number"),
+        ("invalid u32", "a whole number"),
+        ("invalid i64", "a whole number"),
+        ("invalid bool", "true or false"),
+        (
+            "expected string scalar",
+            "a string (quote it if it looks like a list or a number)",
+        ),
+        (
+            "expected sequence start",
+            "a list ([a, b] or one `- item` per line)",
+        ),
+        (
+            "expected mapping start",
+            "a mapping (one `key: value` per line, indented below)",
+        ),
+    ];
+    let Some((_, generic)) = by_type.iter().find(|(p, _)| parser.starts_with(p)) else {
+        return parser.to_string();
+    };
+    let wanted = key
+        .and_then(|k| EXPECTED.iter().find(|(name, _)| *name == k))
+        .map_or(*generic, |(_, w)| *w);
+    format!("expected {wanted}")
+}
+
 /// The parser prefixes "error: line N column M: "; the file and line are said once, by us.
+/// It may also end with " at line L, column C".
 fn strip_position(msg: &str) -> String {
-    let m = msg.strip_prefix("error: ").unwrap_or(msg);
+    let mut m = msg.strip_prefix("error: ").unwrap_or(msg);
     if m.starts_with("line ") {
         if let Some(i) = m.find(": ") {
-            return m[i + 2..].to_string();
+            m = &m[i + 2..];
         }
     }
-    m.to_string()
+    match m.rfind(" at line ") {
+        Some(i) => m[..i].to_string(),
+        None => m.to_string(),
+    }
 }
 
 /// The dotted key at a 1-based line of a block-style YAML text: the key on that line (or the
@@ -834,6 +903,41 @@ mod tests {
         assert!(e.contains("key `registry.insecure`"), "{e}");
         let e = parse_file(p, "colour: blue\n").unwrap_err().to_string();
         assert!(e.contains("line 1") && e.contains("colour"), "{e}");
+    }
+
+    #[test]
+    fn type_and_syntax_errors_say_what_was_expected() {
+        let p = Path::new("c.yaml");
+        let e = parse_file(p, "cache:\n  lock_timeout: soon\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "key `cache.lock_timeout`: expected a whole number of seconds, such as 600"
+            ),
+            "{e}"
+        );
+        let e = parse_file(p, "cache:\n  dir: [a\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("line 2") && e.contains("not valid YAML at column"),
+            "{e}"
+        );
+        assert!(!e.contains("string scalar"), "{e}");
+        let e = parse_file(p, "cache:\n  dir: [a, b]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.ends_with(
+                "key `cache.dir`: expected a string (quote it if it looks like a list or a number)"
+            ),
+            "{e}"
+        );
+        let e = parse_file(p, "bridge:\n  commands: {a: 1}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("expected a list of command names"), "{e}");
     }
 
     #[test]
