@@ -187,6 +187,18 @@ pub fn describe(t: Trial) -> String {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_holder_is_shown_with_local_time_and_age() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_796_099_200);
+        let text = readable_since("host n1 pid 42 since 1796099152", now);
+        assert!(text.starts_with("host n1 pid 42 since 20"), "{text}");
+        assert!(text.ends_with(" (48 s ago)"), "{text}");
+        assert!(!text.contains("1796099152"), "{text}");
+        assert_eq!(readable_since("another process", now), "another process");
+        let text = readable_since("host n1 pid 42 since 1796091952", now);
+        assert!(text.ends_with("(2 h ago)"), "{text}");
+    }
     use super::*;
 
     #[test]
@@ -362,9 +374,49 @@ pub fn holder(mode: Mode, base: &Path) -> String {
     };
     std::fs::read_to_string(p)
         .ok()
-        .map(|s| s.trim().to_string())
+        .map(|s| readable_since(s.trim(), std::time::SystemTime::now()))
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "another process".into())
+}
+
+/// The holder's note says `since UNIXTIME` (any node can parse it); a person waiting reads
+/// the local time and how long ago that was.
+fn readable_since(note: &str, now: std::time::SystemTime) -> String {
+    let Some((head, secs)) = note.rsplit_once(" since ") else {
+        return note.to_string();
+    };
+    let Ok(t) = secs.trim().parse::<i64>() else {
+        return note.to_string();
+    };
+    let now = now
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let age = (now - t).max(0);
+    let ago = match age {
+        a if a < 120 => format!("{a} s ago"),
+        a if a < 7200 => format!("{} min ago", a / 60),
+        a => format!("{} h ago", a / 3600),
+    };
+    format!("{head} since {} ({ago})", local_time(t))
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in the local time zone (TZ, else /etc/localtime), as `date` says it.
+fn local_time(t: i64) -> String {
+    // SAFETY: localtime_r writes only the struct it is given; a zeroed tm is a valid start.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    let tt = t as libc::time_t;
+    if unsafe { libc::localtime_r(&tt, &mut tm) }.is_null() {
+        return format!("{t} (Unix time)");
+    }
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        tm.tm_year + 1900,
+        tm.tm_mon + 1,
+        tm.tm_mday,
+        tm.tm_hour,
+        tm.tm_min,
+        tm.tm_sec
+    )
 }
 
 impl Drop for Held {
