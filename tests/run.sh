@@ -99,6 +99,9 @@ WORK=$(mktemp -d /tmp/lpmx-test.XXXXXX)
 chmod 755 "$WORK"
 mkdir -p "$WORK/logs/setup" "$WORK/bin" "$WORK/scratch" "$WORK/shared"
 chown "$LPMX_TEST_USER:" "$WORK/scratch" "$WORK/shared"
+# The test user's own runtime directory (skopeo's auth.json lives there): without one,
+# skopeo falls back to /run/containers/UID, which a podman run as root leaves mode 0700.
+install -d -m 700 -o "$LPMX_TEST_USER" "$WORK/run-user"
 # A shared mount, as systemd makes every mount of a host: the run tests check that a mount
 # made inside a container does not propagate back out of it.
 mount --bind "$WORK/shared" "$WORK/shared"

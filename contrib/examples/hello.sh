@@ -4,8 +4,9 @@
 #
 #   cargo build --release && bash contrib/examples/hello.sh
 #
-# LPMX_JOB=path/to/lpmx-job overrides the binary; LPMX_CACHE the cache (default: a temporary
-# one, removed at the end).
+# LPMX_JOB=path/to/lpmx-job runs a prebuilt binary instead of this checkout's build. The
+# image stays in LPMX_HELLO_DIR (default ~/lpmx-hello/layout) and in your cache (LPMX_CACHE,
+# else ~/.cache/lpmx), so the commands it prints at the end work on it.
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
 lpmx=${LPMX_JOB:-$here/target/release/lpmx-job}
@@ -36,6 +37,7 @@ fi
 work=$(mktemp -d "${TMPDIR:-/tmp}/lpmx-hello.XXXXXX")
 trap 'rm -rf "$work"' EXIT
 chmod 755 "$work"
+keep=${LPMX_HELLO_DIR:-$HOME/lpmx-hello/layout}
 
 # The image's one layer: busybox and a few applets, an /etc with a root entry.
 root=$work/rootfs
@@ -70,9 +72,23 @@ printf '{"schemaVersion":2,"manifests":[{"mediaType":"application/vnd.oci.image.
     "$manifest_digest" "$manifest_size" >"$layout/index.json"
 echo '{"imageLayoutVersion":"1.0.0"}' >"$layout/oci-layout"
 chmod -R a+rX "$work"
+# Kept for the user to try more commands on: replaced whole, never half-written.
+mkdir -p "$(dirname "$keep")"
+rm -rf "$keep.new"
+mv "$layout" "$keep.new"
+rm -rf "$keep"
+mv "$keep.new" "$keep"
+layout=$keep
 
-export LPMX_CACHE=${LPMX_CACHE:-$work/cache}
 "$lpmx" doctor -q
 set -x
 "$lpmx" run "oci:$layout:hello"
 "$lpmx" run "oci:$layout:hello" id
+{ set +x; } 2>/dev/null
+cat <<EOF
+
+The image is in $layout and in your cache. Try next:
+  $lpmx run oci:$layout:hello sh -c 'echo \$0 in \$(pwd); ls /bin'
+  $lpmx images
+  $lpmx expose oci:$layout:hello uname --as hello-uname && ~/.local/bin/hello-uname -a
+EOF

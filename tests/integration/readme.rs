@@ -24,4 +24,19 @@ fn the_readme_main_job_runs_a_container() {
         text.contains(&format!("uid={uid}(")),
         "runs as the user: {text}"
     );
+    // The image stays for the commands it suggests, and the first of them runs.
+    let layout = env.path("home/lpmx-hello/layout");
+    assert!(
+        layout.join("index.json").is_file(),
+        "kept: {}",
+        layout.display()
+    );
+    assert!(text.contains("Try next:"), "{text}");
+    let out = run(env.cmd().args([
+        "run",
+        &format!("oci:{}:hello", layout.display()),
+        "uname",
+        "-m",
+    ]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }

@@ -30,6 +30,7 @@ write_test_env() {
         "LPMX_TEST_FIXTURES=$WORK/fixtures"
         "LPMX_TEST_WORK=$WORK/scratch"
         "LPMX_TEST_SHARED=$WORK/shared"
+        "XDG_RUNTIME_DIR=$WORK/run-user"
         "LPMX_TEST_ATTACKER=$LPMX_TEST_ATTACKER"
         "LPMX_TEST_GROUP=$LPMX_TEST_GROUP"
         "LPMX_TEST_AS_ROOT=$LPMX_TEST_AS_ROOT"
