@@ -189,6 +189,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
             .filter(|w| !w.is_empty())
             .map(PathBuf::from),
         host_cwd: view.cwd.clone(),
+        command_given: !a.cmd().is_empty(),
         tmpfs_size: config.settings.scratch.size.clone(),
         try_overlay: std::env::var_os(NO_OVERLAY).is_none(),
         bridge: None,

@@ -382,6 +382,9 @@ pub struct Spec {
     pub image_workdir: Option<PathBuf>,
     /// The host directory lpmx-job started in.
     pub host_cwd: Option<PathBuf>,
+    /// The user gave the command (`run IMG CMD...`), rather than running the image's own
+    /// Entrypoint + Cmd: the bound host directory then comes before the image's WorkingDir.
+    pub command_given: bool,
     /// `size=` of the task's tmpfs; None for the kernel's default (half the memory).
     pub tmpfs_size: Option<String>,
     /// Try overlayfs first (false: go straight to the bind fallback, for tests).
@@ -972,8 +975,11 @@ impl Ctx<'_> {
         Ok(())
     }
 
-    /// `-w`, else the image's WorkingDir, else the host's cwd if a bind shows it, else `/`.
-    /// A missing `-w` or WorkingDir is created in the scratch layer when possible.
+    /// The working directory (the contract in shared/DESIGN.md): `-w` always; then, with a
+    /// CMD, the host's cwd when a bind shows it (relative paths in job scripts must work, as
+    /// in Apptainer), else the image's WorkingDir; with the image's own command, its
+    /// WorkingDir first (Docker's convention), else the bound cwd; else `/`. A missing `-w`
+    /// or WorkingDir is created in the scratch layer when possible.
     fn workdir(&self) -> Result<PathBuf> {
         let s = self.spec;
         if let Some(w) = &s.workdir {
@@ -993,13 +999,8 @@ impl Ctx<'_> {
                     why,
                 });
         }
-        if let Some(w) = s.image_workdir.as_ref().filter(|w| w.is_absolute()) {
-            match self.mount_point(w, true) {
-                Ok(_) => return Ok(w.clone()),
-                Err(why) => (self.log)(&format!("image WorkingDir {}: {why}", w.display())),
-            }
-        }
-        if let Some(cwd) = &s.host_cwd {
+        let bound_cwd = || {
+            let cwd = s.host_cwd.as_ref()?;
             let shown = s
                 .default_binds
                 .iter()
@@ -1007,8 +1008,22 @@ impl Ctx<'_> {
                 .any(|b| b.src == b.dst && cwd.starts_with(&b.dst));
             let there =
                 walk_in_root(self.sys, &self.root, cwd).is_ok_and(|w| w.kind == Some(Kind::Dir));
-            if shown && there {
-                return Ok(cwd.clone());
+            (shown && there).then(|| cwd.clone())
+        };
+        if s.command_given {
+            if let Some(cwd) = bound_cwd() {
+                return Ok(cwd);
+            }
+        }
+        if let Some(w) = s.image_workdir.as_ref().filter(|w| w.is_absolute()) {
+            match self.mount_point(w, true) {
+                Ok(_) => return Ok(w.clone()),
+                Err(why) => (self.log)(&format!("image WorkingDir {}: {why}", w.display())),
+            }
+        }
+        if !s.command_given {
+            if let Some(cwd) = bound_cwd() {
+                return Ok(cwd);
             }
         }
         Ok("/".into())

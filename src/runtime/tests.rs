@@ -76,6 +76,7 @@ fn spec(write: Write, user: &[&str]) -> Spec {
         workdir: None,
         image_workdir: None,
         host_cwd: Some("/home/alice/work".into()),
+        command_given: false,
         tmpfs_size: None,
         try_overlay: true,
         bridge: None,

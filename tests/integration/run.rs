@@ -108,8 +108,10 @@ fn cold_run_pulls_then_runs_the_images_cmd() {
 fn image_config_and_workdir() {
     let Some(c) = ctx() else { return };
     let img = c.pulled("one");
+    // With a CMD, the bound host directory the job runs in (the Env's, under /tmp).
     let out = c.run(&[&img, "sh", "-c", "echo $FIXTURE; pwd"]);
-    assert_eq!(ok(&out), "one\n/\n", "image Env and WorkingDir");
+    let here = c.env.dir.path().display().to_string();
+    assert_eq!(ok(&out), format!("one\n{here}\n"), "image Env, host cwd");
     assert_eq!(ok(&c.run(&["-w", "/etc", &img, "pwd"])), "/etc\n");
     // A missing -w is created in the task's scratch layer, even with a read-only root.
     assert_eq!(
@@ -620,10 +622,11 @@ fn an_image_with_every_mount_point_runs_on_its_own_tree() {
         stderr(&out)
     );
     let me = crate::support::stdout(&run(Command::new("id").arg("-un")));
+    let here = c.env.dir.path().display().to_string();
     assert_eq!(
         text.lines().collect::<Vec<_>>(),
-        [me.trim(), "1", "1", "ro-root", "/"],
-        "the user's entry, one uid mapped, a read-only root, the image's WorkingDir"
+        [me.trim(), "1", "1", "ro-root", here.as_str()],
+        "the user's entry, one uid mapped, a read-only root, the job's directory"
     );
     assert_eq!(
         std::fs::read_to_string(c.env.path("home/from-inside")).unwrap(),
@@ -709,4 +712,53 @@ fn mounts_made_inside_stay_inside() {
         !dir.path().join("inside").exists(),
         "written in the container's tmpfs only"
     );
+}
+
+/// The working-directory contract (shared/DESIGN.md) with an image whose WorkingDir is not
+/// `/`, as Docker images often have (`/workspace`, `/app`): `cd ~/proj && run IMG ./solver`
+/// must run in ~/proj; the image's own command runs in its WorkingDir; `-w` always wins; a
+/// host directory no bind shows falls back to the WorkingDir.
+#[test]
+fn a_cmd_runs_in_the_jobs_directory_and_the_images_command_in_its_workdir() {
+    let Some(c) = ctx() else { return };
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let layout = c.env.path("layout");
+    let cp = Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(&fixtures).join("oci"))
+        .arg(&layout)
+        .status()
+        .unwrap();
+    assert!(cp.success());
+    let umoci = run(Command::new("umoci")
+        .args(["config", "--image"])
+        .arg(format!("{}:one", layout.display()))
+        .args([
+            "--tag",
+            "wd",
+            "--config.workingdir",
+            "/etc",
+            "--config.cmd",
+            "pwd",
+        ]));
+    assert!(umoci.status.success(), "{}", stderr(&umoci));
+    let img = format!("oci:{}:wd", layout.display());
+    let proj = c.env.path("home/proj");
+    std::fs::create_dir_all(proj.join("sub")).unwrap();
+    std::fs::write(proj.join("input.nml"), "x = 1\n").unwrap();
+    let in_proj = |args: &[&str]| run(c.cmd().current_dir(&proj).arg("run").args(args));
+
+    assert_eq!(
+        ok(&in_proj(&[&img, "pwd"])),
+        format!("{}\n", proj.display())
+    );
+    assert_eq!(ok(&in_proj(&[&img, "cat", "input.nml"])), "x = 1\n");
+    assert_eq!(ok(&in_proj(&[&img])), "/etc\n", "the image's own command");
+    assert_eq!(ok(&in_proj(&["-w", "/usr", &img, "pwd"])), "/usr\n");
+    assert_eq!(ok(&in_proj(&["-w", "/usr", &img])), "/usr\n");
+    // A host directory no bind shows (/ is not bound): the image's WorkingDir.
+    let out = run(c.cmd().current_dir("/").args(["run", &img, "pwd"]));
+    assert_eq!(ok(&out), "/etc\n");
 }
