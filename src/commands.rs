@@ -152,7 +152,7 @@ fn client_options(config: &Config, host: &str) -> anyhow::Result<ClientOptions> 
         ca_files.push(f.into());
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    let found = registry::docker_credentials(&env, host);
+    let found = registry::registry_credentials(&env, host);
     for w in &found.warnings {
         eprintln!(
             "lpmx-job[{}]: warning: {host}: {w}",

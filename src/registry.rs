@@ -783,22 +783,56 @@ pub struct DockerConfig {
 /// and found on `env`'s PATH; one that is missing or fails gives no credentials and a warning.
 /// Only the helper for `registry` is run; `auths` entries of other registries come along.
 pub fn docker_credentials(env: &BTreeMap<String, String>, registry: &str) -> DockerCredentials {
-    let dir = env.get("DOCKER_CONFIG").map(PathBuf::from).or_else(|| {
+    match docker_config_path(env) {
+        Some(path) => credentials_in(&path, "Docker config", env, registry),
+        None => DockerCredentials::default(),
+    }
+}
+
+/// What `docker_credentials` finds, then, for a registry the Docker config has nothing for,
+/// what `podman login`, `skopeo login` and `buildah login` wrote: the files of
+/// containers-auth.json(5), in its order (`$REGISTRY_AUTH_FILE`,
+/// `$XDG_RUNTIME_DIR/containers/auth.json`, `$HOME/.config/containers/auth.json`), the first
+/// with an entry winning. They share Docker's format (`auths`, `credHelpers`).
+pub fn registry_credentials(env: &BTreeMap<String, String>, registry: &str) -> DockerCredentials {
+    let mut found = docker_credentials(env, registry);
+    let host = config_host(registry);
+    let files = [
+        env.get("REGISTRY_AUTH_FILE").map(PathBuf::from),
+        env.get("XDG_RUNTIME_DIR")
+            .map(|d| Path::new(d).join("containers/auth.json")),
         env.get("HOME")
-            .map(|h| std::path::Path::new(h).join(".docker"))
-    });
-    let Some(dir) = dir else {
-        return DockerCredentials::default();
-    };
-    let path = dir.join("config.json");
-    let text = match std::fs::read_to_string(&path) {
+            .map(|h| Path::new(h).join(".config/containers/auth.json")),
+    ];
+    for path in files.into_iter().flatten() {
+        if found.credentials.contains_key(&host) {
+            break;
+        }
+        let more = credentials_in(&path, "containers auth file", env, registry);
+        found.warnings.extend(more.warnings);
+        for (k, v) in more.credentials {
+            found.credentials.entry(k).or_insert(v);
+        }
+    }
+    found
+}
+
+/// The credentials one Docker-format file gives for `registry` (see
+/// [`DockerConfig::credentials_for`]); a missing file gives none, a bad one a warning.
+fn credentials_in(
+    path: &Path,
+    what: &str,
+    env: &BTreeMap<String, String>,
+    registry: &str,
+) -> DockerCredentials {
+    let text = match std::fs::read_to_string(path) {
         Ok(text) => text,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return DockerCredentials::default(),
         Err(e) => {
             return DockerCredentials {
                 credentials: HashMap::new(),
                 warnings: vec![format!(
-                    "cannot read the Docker config {}: {e}; going without registry credentials",
+                    "cannot read the {what} {}: {e}; going without its registry credentials",
                     path.display()
                 )],
             }
@@ -809,7 +843,7 @@ pub fn docker_credentials(env: &BTreeMap<String, String>, registry: &str) -> Doc
         Err(e) => DockerCredentials {
             credentials: HashMap::new(),
             warnings: vec![format!(
-                "the Docker config {} is not valid JSON ({e}); going without registry credentials",
+                "the {what} {} is not valid JSON ({e}); going without its registry credentials",
                 path.display()
             )],
         },
@@ -1964,6 +1998,81 @@ esac
             "{:?}",
             got.warnings
         );
+    }
+
+    #[test]
+    fn podman_and_skopeo_logins_are_read_after_dockers_in_order() {
+        use base64::Engine;
+        let d = tempfile::tempdir().unwrap();
+        let auth = |u: &str| base64::engine::general_purpose::STANDARD.encode(format!("{u}:pw"));
+        let write = |rel: &str, entries: &[(&str, &str)]| {
+            let p = d.path().join(rel);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            let auths: serde_json::Map<String, serde_json::Value> = entries
+                .iter()
+                .map(|(host, user)| (host.to_string(), serde_json::json!({ "auth": auth(user) })))
+                .collect();
+            std::fs::write(&p, serde_json::json!({ "auths": auths }).to_string()).unwrap();
+        };
+        write("home/.docker/config.json", &[("d.example", "docker")]);
+        write(
+            "file.json",
+            &[("f.example", "regfile"), ("x.example", "regfile")],
+        );
+        write(
+            "run/containers/auth.json",
+            &[
+                ("r.example", "runtime"),
+                ("x.example", "runtime"),
+                ("d.example", "runtime"),
+            ],
+        );
+        write(
+            "home/.config/containers/auth.json",
+            &[("c.example", "config"), ("r.example", "config")],
+        );
+        let env = BTreeMap::from([
+            (
+                "HOME".to_string(),
+                d.path().join("home").display().to_string(),
+            ),
+            (
+                "XDG_RUNTIME_DIR".to_string(),
+                d.path().join("run").display().to_string(),
+            ),
+            (
+                "REGISTRY_AUTH_FILE".to_string(),
+                d.path().join("file.json").display().to_string(),
+            ),
+        ]);
+        let user = |host: &str| {
+            registry_credentials(&env, host)
+                .credentials
+                .get(host)
+                .map(|c| c.user.clone())
+        };
+        assert_eq!(
+            user("d.example").as_deref(),
+            Some("docker"),
+            "Docker's first"
+        );
+        assert_eq!(user("f.example").as_deref(), Some("regfile"));
+        assert_eq!(
+            user("x.example").as_deref(),
+            Some("regfile"),
+            "REGISTRY_AUTH_FILE before the runtime dir"
+        );
+        assert_eq!(
+            user("r.example").as_deref(),
+            Some("runtime"),
+            "the runtime dir before ~/.config"
+        );
+        assert_eq!(user("c.example").as_deref(), Some("config"));
+        assert_eq!(user("none.example"), None);
+        // docker_credentials alone still reads Docker's file only.
+        assert!(!docker_credentials(&env, "c.example")
+            .credentials
+            .contains_key("c.example"));
     }
 
     #[test]

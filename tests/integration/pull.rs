@@ -316,6 +316,73 @@ fn auth_registry_uses_docker_credentials() {
     assert!(stderr(&out).contains("refused"), "{}", stderr(&out));
 }
 
+/// `skopeo login` (as `podman login` and `buildah login`) writes containers-auth.json(5)
+/// files, not Docker's: a real login into `$XDG_RUNTIME_DIR/containers/auth.json`, then one
+/// into `$REGISTRY_AUTH_FILE`, each read by lpmx-job with no Docker config at all.
+#[test]
+fn auth_registry_uses_podman_and_skopeo_logins() {
+    let env = Env::new();
+    let Some((reg, user, pass)) = auth_registry(&env) else {
+        return;
+    };
+    let ca_dir = service("LPMX_TEST_CERT_DIR").unwrap();
+    let runtime = env.path("runtime");
+    std::fs::create_dir_all(&runtime).unwrap();
+    let login = |extra: &[(&str, &std::path::Path)]| {
+        let mut c = Command::new("skopeo");
+        c.args([
+            "login",
+            "--cert-dir",
+            &ca_dir,
+            "-u",
+            &user,
+            "--password-stdin",
+            &reg,
+        ])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .env("HOME", env.path("home"))
+        .env("XDG_RUNTIME_DIR", &runtime)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+        for (k, v) in extra {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("skopeo");
+        use std::io::Write as _;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(pass.as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(out.status.success(), "skopeo login: {}", stderr(&out));
+    };
+    login(&[]);
+    assert!(runtime.join("containers/auth.json").is_file());
+    let mut c = env.cmd();
+    c.env("XDG_RUNTIME_DIR", &runtime);
+    pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+
+    let env2 = Env::new();
+    trust_ca(&env2, &reg);
+    let file = env2.path("auth/mine.json");
+    std::fs::create_dir_all(file.parent().unwrap()).unwrap();
+    login(&[("REGISTRY_AUTH_FILE", &file)]);
+    assert!(file.is_file());
+    let out = run(env2.cmd().args(["pull", &format!("{reg}/lpmx/one")]));
+    assert_eq!(
+        out.status.code(),
+        Some(125),
+        "no login file named: no credentials"
+    );
+    let mut c = env2.cmd();
+    c.env("REGISTRY_AUTH_FILE", &file);
+    pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
+}
+
 #[test]
 fn missing_image_and_dead_registry_are_clear_errors() {
     let env = Env::new();
