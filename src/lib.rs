@@ -23,5 +23,6 @@ pub mod rootfs;
 pub mod runtime;
 pub mod scheduler;
 pub mod stage;
+pub mod tls;
 pub mod unpack;
 pub mod userns;

@@ -29,6 +29,14 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
+    /// Said in words with the setting that fixes it (`crate::tls::describe_refusal`); the
+    /// TLS library's own name for the fault is kept at the end.
+    #[error("registry {registry} ({url}): {why}")]
+    Certificate {
+        registry: String,
+        url: String,
+        why: String,
+    },
     #[error("registry {registry} answered {status} for {url}{}", hint(*status, body))]
     Status {
         registry: String,
@@ -142,6 +150,38 @@ pub struct ClientOptions {
     pub credentials: HashMap<String, Credentials>,
 }
 
+/// The host's roots plus the configured CA files' certificates, each also accepted when a
+/// registry presents exactly it (see `crate::tls`).
+fn tls_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let mut certs = Vec::new();
+    for f in ca_files {
+        let pem = std::fs::read(f)
+            .map_err(|e| Error::Setup(format!("reading CA file {}: {e}", f.display())))?;
+        let before = certs.len();
+        for c in rustls::pki_types::CertificateDer::pem_slice_iter(&pem) {
+            certs.push(c.map_err(|e| Error::Setup(format!("CA file {}: {e}", f.display())))?);
+        }
+        if certs.len() == before {
+            return Err(Error::Setup(format!(
+                "CA file {}: no PEM certificate in it (\"-----BEGIN CERTIFICATE-----\")",
+                f.display()
+            )));
+        }
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let verifier = crate::tls::Verifier::new(certs, provider.clone())
+        .map_err(|e| Error::Setup(format!("TLS set-up: {e}")))?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Setup(format!("TLS set-up: {e}")))?
+        .dangerous()
+        .with_custom_certificate_verifier(std::sync::Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 impl Client {
     pub fn new(opts: ClientOptions) -> Result<Client> {
         // Fails only when a provider is already installed (a second client): that one is ours.
@@ -154,12 +194,8 @@ impl Client {
             // Redirects to blob storage (S3, CDNs) must not carry the registry's token; reqwest
             // drops Authorization on a redirect to another host, port or scheme.
             .redirect(reqwest::redirect::Policy::limited(10));
-        for f in &opts.ca_files {
-            let pem = std::fs::read(f)
-                .map_err(|e| Error::Setup(format!("reading CA file {}: {e}", f.display())))?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem)
-                .map_err(|e| Error::Setup(format!("CA file {}: {e}", f.display())))?;
-            b = b.tls_certs_merge(certs);
+        if !opts.ca_files.is_empty() {
+            b = b.tls_backend_preconfigured(tls_config(&opts.ca_files)?);
         }
         let http = b.build().map_err(|e| Error::Setup(e.to_string()))?;
         Ok(Client {
@@ -211,11 +247,18 @@ impl Client {
                     std::thread::sleep(delay);
                 }
                 Err(source) => {
+                    if let Some(why) = crate::tls::describe_refusal(&source, registry) {
+                        return Err(Error::Certificate {
+                            registry: registry.to_string(),
+                            url: url.to_string(),
+                            why: format!("{why} ({})", tls_fault(&source)),
+                        });
+                    }
                     return Err(Error::Connect {
                         registry: registry.to_string(),
                         url: url.to_string(),
                         source,
-                    })
+                    });
                 }
                 Ok(resp)
                     if !last
@@ -625,6 +668,16 @@ fn parse_http_date(s: &str) -> Option<SystemTime> {
     let days = era * 146_097 + doe - 719_468;
     let secs = days * 86_400 + h * 3600 + m * 60 + sec;
     Some(SystemTime::UNIX_EPOCH + Duration::from_secs(u64::try_from(secs).ok()?))
+}
+
+/// The innermost cause of a failed request (rustls's own words, `invalid peer certificate:
+/// UnknownIssuer`), for a message that says the rest in plain words.
+fn tls_fault(e: &reqwest::Error) -> String {
+    let mut last: &dyn std::error::Error = e;
+    while let Some(next) = last.source() {
+        last = next;
+    }
+    last.to_string()
 }
 
 fn is_certificate_error(e: &reqwest::Error) -> bool {

@@ -383,6 +383,147 @@ fn auth_registry_uses_podman_and_skopeo_logins() {
     pull_ok(c, &format!("{reg}/lpmx/one"), &[]);
 }
 
+/// A real docker-registry of this test's own, serving TLS with the certificate sites make
+/// the usual way (`openssl req -x509 ... -addext subjectAltName=...`: self-signed and marked
+/// CA:TRUE, which WebPKI refuses as a server's own certificate). Killed on drop.
+struct SelfSignedRegistry {
+    child: std::process::Child,
+    addr: String,
+    cert: PathBuf,
+}
+
+impl Drop for SelfSignedRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn self_signed_registry(env: &Env) -> SelfSignedRegistry {
+    let dir = env.path("selfsigned");
+    std::fs::create_dir_all(dir.join("storage")).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let out = run(Command::new("openssl")
+        .args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ]));
+    assert!(out.status.success());
+    let text = run(Command::new("openssl")
+        .args(["x509", "-noout", "-text", "-in"])
+        .arg(&cert));
+    assert!(
+        crate::support::stdout(&text).contains("CA:TRUE"),
+        "the usual self-signed certificate is a CA"
+    );
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let config = dir.join("config.yml");
+    std::fs::write(
+        &config,
+        format!(
+            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
+             http:\n  addr: {addr}\n  tls:\n    certificate: {}\n    key: {}\n",
+            dir.join("storage").display(),
+            cert.display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let child = Command::new("docker-registry")
+        .arg("serve")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker-registry is installed by tests/run.sh");
+    let reg = SelfSignedRegistry { child, addr, cert };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while std::net::TcpStream::connect(&reg.addr).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "registry on {} did not start",
+            reg.addr
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let src = service("LPMX_TEST_REGISTRY").unwrap();
+    let out = run(Command::new("skopeo")
+        .args([
+            "copy",
+            "--insecure-policy",
+            "--src-tls-verify=false",
+            "--dest-tls-verify=false",
+        ])
+        .arg(format!("docker://{src}/lpmx/one:latest"))
+        .arg(format!("docker://{}/lpmx/one:latest", reg.addr))
+        .env("HOME", env.path("home")));
+    assert!(out.status.success(), "skopeo copy: {}", stderr(&out));
+    reg
+}
+
+/// A self-signed CA:TRUE certificate configured as the registry's `ca` is accepted when the
+/// registry presents exactly it, as curl --cacert and skopeo --cert-dir accept it; not
+/// configured, the refusal says what is wrong and which setting fixes it; configured but
+/// reached by a name it does not carry, it is still refused, naming the name.
+#[test]
+fn a_self_signed_registry_certificate_is_trusted_when_configured() {
+    let env = Env::new();
+    if service("LPMX_TEST_REGISTRY").is_none() {
+        return;
+    }
+    let reg = self_signed_registry(&env);
+    let img = format!("{}/lpmx/one", reg.addr);
+    let out = run(env.cmd().args(["pull", &img]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.contains("CA certificate as its own")
+            && err.contains(&format!("\"{}\": {{ca: FILE}}", reg.addr)),
+        "{err}"
+    );
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!(
+            "registries:\n  \"{}\":\n    ca: {}\n",
+            reg.addr,
+            reg.cert.display()
+        ),
+    );
+    pull_ok(env.cmd(), &img, &[]);
+    // The same certificate for a name it does not carry.
+    let port = reg.addr.rsplit(':').next().unwrap();
+    let by_name = format!("localhost:{port}");
+    env.write(
+        "config/lpmx/config.yaml",
+        &format!(
+            "registries:\n  \"{by_name}\":\n    ca: {}\n",
+            reg.cert.display()
+        ),
+    );
+    let out = run(env.cmd().args(["pull", &format!("{by_name}/lpmx/one")]));
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        stderr(&out).contains("does not name localhost"),
+        "{}",
+        stderr(&out)
+    );
+}
+
 #[test]
 fn missing_image_and_dead_registry_are_clear_errors() {
     let env = Env::new();

@@ -32,9 +32,9 @@ fn the_harness_has_two_users_a_group_and_a_root_side() {
     let out = run(as_attacker("id").unwrap().arg("-Gn"));
     assert!(stdout(&out).split_whitespace().any(|g| g == group));
     // Root runs lpmx-job, and refuses anything else.
-    let out = run(&mut as_root(&[], &bin()).unwrap().arg("--version"));
+    let out = run(as_root(&[], &bin()).unwrap().arg("--version"));
     assert!(out.status.success(), "{}", stderr(&out));
-    let out = run(&mut as_root(&[], std::path::Path::new("/bin/sh"))
+    let out = run(as_root(&[], std::path::Path::new("/bin/sh"))
         .unwrap()
         .args(["-c", "id"]));
     assert_eq!(out.status.code(), Some(2));
