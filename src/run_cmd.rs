@@ -314,7 +314,7 @@ fn enter_and_exec(
 /// The cached image a reference stands for, touching no network, or None when it must be
 /// pulled: not cached, cached for another platform, or a layer missing. Local sources
 /// (`oci:`, `docker-archive:`) are always read again (they may have changed).
-fn cached(
+pub(crate) fn cached(
     cache: &Cache,
     reference: &Reference,
     platform: &pull::Platform,
