@@ -220,19 +220,18 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         names: names.clone(),
     });
     let inside_env = bridge::container_env(&env.vars);
-    let server = bridge::server::Server {
-        image: image.clone(),
-        names: names.clone(),
+    let server = bridge::server::Server::new(
+        image.clone(),
+        names.clone(),
         host_env,
-        container_env: inside_env.clone(),
-        binds: spec
-            .default_binds
+        inside_env.clone(),
+        spec.default_binds
             .iter()
             .chain(&spec.user_binds)
             .map(|b| (b.dst.clone(), b.src.clone()))
             .collect(),
-        uid: host::uid(),
-    };
+        host::uid(),
+    );
     note(&format!(
         "bridging host commands {} through {}",
         names.join(", "),
