@@ -629,7 +629,29 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 name.unwrap_or_else(|| command.rsplit('/').next().unwrap_or(&command).to_string());
             let lpmx = std::env::current_exe().context("finding the lpmx-job executable")?;
             let text =
-                lpmx_job::expose::wrapper(&lpmx, &image, &command, cli.global.cache.as_deref());
+                lpmx_job::expose::wrapper(&lpmx, &image, &command, cli.global.cache.as_deref())?;
+            // The image now, not at the first call: a wrapper naming an image that does not
+            // exist (a typo, a missing tag) would only fail later, far from here.
+            let config = load_config(&cli.global)?;
+            let cache = open_cache(&config)?;
+            let reference = Reference::parse(&image)?;
+            let platform = pull::Platform::host();
+            if crate::run_cmd::cached(&cache, &reference, &platform)?.is_none() {
+                let progress =
+                    lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
+                let opts = pull::Options {
+                    platform,
+                    jobs: 3,
+                    progress: progress.as_ref(),
+                    offline: false,
+                };
+                pull_one(&config, &cache, &reference, opts).with_context(|| {
+                    format!("{image}: not exposed: the image must exist before a wrapper names it")
+                })?;
+            }
+            if let Some(w) = lpmx_job::expose::shared_dir_warning(&dir) {
+                log(&format!("warning: {w}"));
+            }
             let path = lpmx_job::expose::expose(&dir, &name, &text)?;
             log(&format!("{}: runs {command} in {image}", path.display()));
             Ok(exit::OK)

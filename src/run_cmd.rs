@@ -221,19 +221,18 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         names: names.clone(),
     });
     let inside_env = bridge::container_env(&env.vars);
-    let server = bridge::server::Server {
-        image: image.clone(),
-        names: names.clone(),
+    let server = bridge::server::Server::new(
+        image.clone(),
+        names.clone(),
         host_env,
-        container_env: inside_env.clone(),
-        binds: spec
-            .default_binds
+        inside_env.clone(),
+        spec.default_binds
             .iter()
             .chain(&spec.user_binds)
             .map(|b| (b.dst.clone(), b.src.clone()))
             .collect(),
-        uid: host::uid(),
-    };
+        host::uid(),
+    );
     note(&format!(
         "bridging host commands {} through {}",
         names.join(", "),
@@ -315,7 +314,7 @@ fn enter_and_exec(
 /// The cached image a reference stands for, touching no network, or None when it must be
 /// pulled: not cached, cached for another platform, or a layer missing. Local sources
 /// (`oci:`, `docker-archive:`) are always read again (they may have changed).
-fn cached(
+pub(crate) fn cached(
     cache: &Cache,
     reference: &Reference,
     platform: &pull::Platform,

@@ -33,8 +33,12 @@
 //! 3. server → client, once: `EXIT` + status or `SIGN` + signal number (i32 LE).
 //!
 //! The server checks the peer's uid (SO_PEERCRED) and the name, finds the name on the host's
-//! PATH, maps the working directory ([`host_cwd`]), builds the environment ([`host_env`]),
-//! spawns the host program with the received descriptors (nothing is copied) and waits.
+//! PATH, maps the working directory to a bind ([`host_cwd`]) and opens it beneath the bind's
+//! source with no symlink followed ([`open_beneath`]; the child fchdirs to it), builds the
+//! environment ([`host_env`], without the [`DENIED`] start-up variables of loaders and
+//! shells), spawns the host program with the received descriptors (nothing is copied) and
+//! waits. Everything in the request is the container's to choose (a raw client can send
+//! anything), so nothing in it is trusted beyond what a bind already lets it reach.
 //! Statuses: the host program's own; 127 for a name not bridged or not found on the host;
 //! 126 when it cannot be executed or the working directory exists only in the container
 //! ([`CWD_NOT_ON_HOST`]); 125 when the bridge itself fails. Each failure writes one line to
@@ -90,6 +94,57 @@ pub const MAGIC: &[u8] = b"lpmx-bridge/1";
 pub const MAX_REQUEST: usize = 64 << 20;
 /// Environment names always taken from the host: the container's would name container paths.
 pub const HOST_ONLY: &[&str] = &["PATH", "LD_LIBRARY_PATH"];
+
+/// Variables the caller can never pass to a host command, whatever it sets them to: each
+/// makes the host's loader, shells or a common interpreter load or run code named by the
+/// value, before or besides what the host program does. A caller inside the container
+/// reaches the host only through the bridged names; with these it could run anything there
+/// (`LD_PRELOAD=evil.so hostname`), outside every bind. The host keeps its own value of
+/// each. A name ending in `*` is a prefix.
+pub const DENIED: &[(&str, &str)] = &[
+    (
+        "LD_*",
+        "the dynamic loader: LD_PRELOAD, LD_AUDIT and LD_LIBRARY_PATH load libraries into the          host program; the rest (LD_DEBUG_OUTPUT, LD_PROFILE...) write files or change loading",
+    ),
+    ("GLIBC_TUNABLES", "parsed by the loader of every program"),
+    ("GCONV_PATH", "glibc loads iconv modules from it"),
+    ("BASH_ENV", "bash runs this file before every script"),
+    ("ENV", "sh, dash, ksh and bash in POSIX mode run this file at start"),
+    (
+        "BASH_FUNC_*",
+        "exported bash functions: they override commands a host script calls",
+    ),
+    ("SHELLOPTS", "bash imports it: xtrace with PS4 runs code"),
+    ("BASHOPTS", "bash imports it: extdebug and others change how scripts run"),
+    ("PS4", "expanded, command substitutions included, before each traced line"),
+    ("PROMPT_COMMAND", "run by bash before each prompt"),
+    ("IFS", "older shells import it, and a script's words split differently"),
+    ("ZDOTDIR", "zsh runs $ZDOTDIR/.zshenv at every start, scripts included"),
+    ("FPATH", "ksh and zsh autoload functions from it"),
+    ("PYTHONSTARTUP", "run by an interactive python"),
+    ("PYTHONPATH", "python imports from it first"),
+    ("PYTHONHOME", "python's standard library is read from it"),
+    ("PERL5OPT", "options, -M included, of every perl"),
+    ("PERL5LIB", "perl loads modules from it first"),
+    ("PERLLIB", "perl loads modules from it first"),
+    ("PERL5DB", "code run by perl -d"),
+    ("RUBYOPT", "options, -r included, of every ruby"),
+    ("RUBYLIB", "ruby loads libraries from it first"),
+    ("NODE_OPTIONS", "options, --require included, of every node"),
+    ("LUA_INIT*", "code every lua runs first"),
+    ("JAVA_TOOL_OPTIONS", "options, -javaagent included, of every JVM"),
+    ("_JAVA_OPTIONS", "options of every JVM"),
+    ("JDK_JAVA_OPTIONS", "options of every java launcher"),
+];
+
+/// Whether `name` is on [`DENIED`].
+pub fn denied(name: &OsStr) -> bool {
+    let name = name.as_bytes();
+    DENIED.iter().any(|(d, _)| match d.strip_suffix('*') {
+        Some(prefix) => name.starts_with(prefix.as_bytes()),
+        None => name == d.as_bytes(),
+    })
+}
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -228,8 +283,9 @@ pub fn container_env(vars: &[(OsString, OsString)]) -> Vec<(OsString, OsString)>
 /// changes replayed on it. A variable the caller has with the value the container started
 /// with came from the container's setup (the image's Env, LPMXENV_, -e) and is not passed:
 /// the host keeps its value, or has none. A variable the caller set or changed is passed; one
-/// the caller unset is removed. [`HOST_ONLY`] names are always the host's, [`SOCKET_ENV`] and
-/// lpmx-job's internal markers never pass.
+/// the caller unset is removed. [`HOST_ONLY`] and [`DENIED`] names are always the host's
+/// (set, changed or unset by the caller, they keep the host's value or stay unset);
+/// [`SOCKET_ENV`] and lpmx-job's internal markers never pass.
 pub fn host_env(
     host: &[(OsString, OsString)],
     container: &[(OsString, OsString)],
@@ -241,12 +297,12 @@ pub fn host_env(
         .collect();
     let mut env: BTreeMap<OsString, OsString> = host.iter().cloned().collect();
     for (k, v) in caller {
-        if start.get(k.as_os_str()) != Some(&v.as_os_str()) {
+        if start.get(k.as_os_str()) != Some(&v.as_os_str()) && !denied(k) {
             env.insert(k.clone(), v.clone());
         }
     }
     for k in start.keys() {
-        if !caller.iter().any(|(c, _)| c == k) {
+        if !caller.iter().any(|(c, _)| c == k) && !denied(k) {
             env.remove(*k);
         }
     }
@@ -265,21 +321,71 @@ pub fn host_env(
     env.into_iter().collect()
 }
 
-/// The host directory where a call made in container directory `cwd` runs: the directory a
-/// bind (container `dst`, host `src`) shows there, the deepest bind winning (the later one on
-/// a tie, as mounted). None when no bind covers `cwd`: the directory is the image's.
-pub fn host_cwd(binds: &[(PathBuf, PathBuf)], cwd: &Path) -> Option<PathBuf> {
+/// The bind that shows container directory `cwd`, the deepest winning (the later one on a
+/// tie, as mounted), as its index in `binds` (container `dst`, host `src`) and the relative
+/// path beneath it (no `..`, no `.`). None when no bind covers `cwd`: the directory is the
+/// image's.
+pub fn host_cwd(binds: &[(PathBuf, PathBuf)], cwd: &Path) -> Option<(usize, PathBuf)> {
     let cwd = crate::runtime::paths::normalize(cwd);
-    let (dst, src) = binds
+    let (i, (dst, _)) = binds
         .iter()
-        .filter(|(dst, _)| cwd.starts_with(dst))
-        .max_by_key(|(dst, _)| dst.components().count())?;
+        .enumerate()
+        .filter(|(_, (dst, _))| cwd.starts_with(dst))
+        .max_by_key(|(_, (dst, _))| dst.components().count())?;
     let rest = cwd.strip_prefix(dst).ok()?;
-    Some(if rest.as_os_str().is_empty() {
-        src.clone()
-    } else {
-        src.join(rest)
-    })
+    Some((i, rest.to_path_buf()))
+}
+
+/// Why a working directory cannot be opened beneath its bind.
+#[derive(Debug)]
+pub enum Beneath {
+    /// A component is missing or not a directory.
+    Missing(PathBuf),
+    /// A component is a symlink on the host: never followed.
+    Symlink(PathBuf),
+    /// `..` (a raw client's; the real one sends a normalized path).
+    Escapes,
+    Io(PathBuf, io::Error),
+}
+
+/// Opens the directory `rest` beneath the directory `root` (a bind's source, opened when
+/// the container started) one component at a time, each O_NOFOLLOW: no symlink on the host
+/// is followed, and nothing above `root` is reached, however the path was spelled or the
+/// tree changed. A per-component walk rather than openat2(RESOLVE_BENEATH|
+/// RESOLVE_NO_SYMLINKS), which kernels before 5.6 (RHEL 8's 4.18) lack.
+pub fn open_beneath(
+    root: std::os::fd::BorrowedFd,
+    shown: &Path,
+    rest: &Path,
+) -> std::result::Result<std::os::fd::OwnedFd, Beneath> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::path::Component;
+    let flags = OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    let mut here = rustix::fs::openat(root, ".", flags | OFlags::DIRECTORY, Mode::empty())
+        .map_err(|e| Beneath::Io(shown.to_path_buf(), e.into()))?;
+    let mut at = shown.to_path_buf();
+    for c in rest.components() {
+        let name = match c {
+            Component::Normal(n) => n,
+            Component::CurDir => continue,
+            Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
+                return Err(Beneath::Escapes)
+            }
+        };
+        at.push(name);
+        let next = match rustix::fs::openat(&here, name, flags, Mode::empty()) {
+            Ok(fd) => fd,
+            Err(rustix::io::Errno::NOENT) => return Err(Beneath::Missing(at)),
+            Err(e) => return Err(Beneath::Io(at, e.into())),
+        };
+        let st = rustix::fs::fstat(&next).map_err(|e| Beneath::Io(at.clone(), e.into()))?;
+        match FileType::from_raw_mode(st.st_mode) {
+            FileType::Directory => here = next,
+            FileType::Symlink => return Err(Beneath::Symlink(at)),
+            _ => return Err(Beneath::Missing(at)),
+        }
+    }
+    Ok(here)
 }
 
 /// `name` as `execvp` would find it along `path` (an executable file), or None.
@@ -488,6 +594,8 @@ pub fn parse_signal_frame(b: &[u8; 8]) -> Option<i32> {
 
 #[cfg(test)]
 mod tests {
+    use std::os::fd::AsRawFd;
+
     #[test]
     fn sets_expand_and_merge() {
         let n = super::expand_names(
@@ -638,14 +746,103 @@ mod tests {
         .iter()
         .map(|(d, s)| (PathBuf::from(d), PathBuf::from(s)))
         .collect();
-        let h = |c: &str| host_cwd(&binds, Path::new(c));
+        let h = |c: &str| host_cwd(&binds, Path::new(c)).map(|(i, rest)| binds[i].1.join(rest));
         assert_eq!(h("/home/u/job"), Some("/home/u/job".into()));
         assert_eq!(h("/tmp"), Some("/tmp".into()));
         assert_eq!(h("/data/x/../y"), Some("/lustre/proj/data/y".into()));
         assert_eq!(h("/data/sub/z"), Some("/scratch/sub/z".into()));
+        assert_eq!(
+            host_cwd(&binds, Path::new("/data/../data/./a")),
+            Some((2, "a".into()))
+        );
         assert_eq!(h("/"), None);
         assert_eq!(h("/etc"), None);
         assert_eq!(h("/tmpx"), None);
+    }
+
+    /// D9: what makes the host's loader or shells run code never passes, whoever set it;
+    /// the host's own value stays.
+    #[test]
+    fn host_env_drops_the_loaders_and_shells_start_up_variables() {
+        let host = vars(&[
+            ("PATH", "/host/bin"),
+            ("LD_LIBRARY_PATH", "/host/lib"),
+            ("ENV", "/home/u/.shrc"),
+        ]);
+        let container = container_env(&vars(&[("PATH", "/usr/bin"), ("ENV", "/home/u/.shrc")]));
+        let mut caller = container.clone();
+        caller.retain(|(k, _)| k != "ENV");
+        caller.extend(vars(&[
+            ("LD_PRELOAD", "/tmp/evil.so"),
+            ("LD_AUDIT", "/tmp/evil.so"),
+            ("LD_LIBRARY_PATH", "/tmp"),
+            ("GLIBC_TUNABLES", "glibc.x=1"),
+            ("BASH_ENV", "/tmp/evil.sh"),
+            ("BASH_FUNC_hostname%%", "() { touch /tmp/pwned; }"),
+            ("SHELLOPTS", "xtrace"),
+            ("PS4", "$(touch /tmp/pwned)"),
+            ("PERL5OPT", "-Mevil"),
+            ("LUA_INIT_5_4", "os.execute('x')"),
+            ("LD_ANYTHING_NEW", "x"),
+            ("OLD_LD_PRELOAD", "kept: not the loader's"),
+            ("SBATCH_ACCOUNT", "proj"),
+        ]));
+        let env = host_env(&host, &container, &caller);
+        for k in [
+            "LD_PRELOAD",
+            "LD_AUDIT",
+            "GLIBC_TUNABLES",
+            "BASH_ENV",
+            "BASH_FUNC_hostname%%",
+            "SHELLOPTS",
+            "PS4",
+            "PERL5OPT",
+            "LUA_INIT_5_4",
+            "LD_ANYTHING_NEW",
+        ] {
+            assert_eq!(get(&env, k), None, "{k} passed");
+        }
+        assert_eq!(get(&env, "LD_LIBRARY_PATH"), Some("/host/lib"));
+        // Unset by the caller, still the host's: a denied name is the host's either way.
+        assert_eq!(get(&env, "ENV"), Some("/home/u/.shrc"));
+        assert_eq!(get(&env, "OLD_LD_PRELOAD"), Some("kept: not the loader's"));
+        assert_eq!(get(&env, "SBATCH_ACCOUNT"), Some("proj"));
+        for (name, why) in DENIED {
+            assert!(!why.is_empty());
+            assert!(denied(OsStr::new(&name.replace('*', "X"))), "{name}");
+        }
+        assert!(!denied(OsStr::new("LD")) && !denied(OsStr::new("ENVIRONMENT")));
+    }
+
+    /// D9: a working directory is opened beneath its bind with no symlink followed.
+    #[test]
+    fn a_working_directory_through_a_host_symlink_is_not_followed() {
+        use std::os::fd::AsFd;
+        let d = tempfile::tempdir().unwrap();
+        let src = d.path().join("bound");
+        std::fs::create_dir_all(src.join("a/b")).unwrap();
+        std::os::unix::fs::symlink("/etc", src.join("a/out")).unwrap();
+        std::os::unix::fs::symlink("b", src.join("a/inner")).unwrap();
+        std::fs::write(src.join("file"), "").unwrap();
+        let root = std::fs::File::open(&src).unwrap();
+        let open = |rest: &str| open_beneath(root.as_fd(), &src, Path::new(rest));
+        let fd = open("a/b").unwrap();
+        let real = std::fs::read_link(format!("/proc/self/fd/{}", fd.as_raw_fd())).unwrap();
+        assert_eq!(real, src.join("a/b"));
+        open("").unwrap();
+        for (rest, bad) in [
+            ("a/out", "a/out"),
+            ("a/out/ssl", "a/out"),
+            ("a/inner", "a/inner"),
+        ] {
+            match open(rest) {
+                Err(Beneath::Symlink(at)) => assert_eq!(at, src.join(bad)),
+                other => panic!("{rest}: {other:?}"),
+            }
+        }
+        assert!(matches!(open("../bound"), Err(Beneath::Escapes)));
+        assert!(matches!(open("nope/x"), Err(Beneath::Missing(_))));
+        assert!(matches!(open("file"), Err(Beneath::Missing(_))));
     }
 
     #[test]

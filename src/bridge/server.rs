@@ -2,14 +2,16 @@
 
 use std::ffi::{OsStr, OsString};
 use std::io::{self, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
+use std::sync::Arc;
 
 use super::fdpass::{peer_uid, pidfd_open, poll_in, recv_with_fds};
-use super::{find_on_path, host_cwd, host_env, parse_signal_frame, Request, Status};
+use super::Beneath;
+use super::{find_on_path, host_cwd, host_env, open_beneath, parse_signal_frame, Request, Status};
 use super::{CWD_NOT_ON_HOST, MAX_REQUEST};
 use crate::exit;
 
@@ -26,17 +28,54 @@ pub struct Server {
     pub container_env: Vec<(OsString, OsString)>,
     /// The binds, container path then host path, in mount order.
     pub binds: Vec<(PathBuf, PathBuf)>,
+    /// Each bind's source directory, opened when the server was made (before the container
+    /// ran anything): a call's working directory is resolved beneath it. None for a file
+    /// or a source that could not be opened.
+    pub bind_dirs: Vec<Option<Arc<OwnedFd>>>,
     /// Our uid: the only one served.
     pub uid: u32,
 }
 
-/// A call's host program, working directory and environment.
-type Launch = (PathBuf, PathBuf, Vec<(OsString, OsString)>);
+/// A call's host program, working directory (host path, for messages, and an open
+/// descriptor to fchdir to) and environment.
+type Launch = (PathBuf, (PathBuf, OwnedFd), Vec<(OsString, OsString)>);
 
 /// Why a call ended before its host program ran: a status and one line for the caller.
 struct Refusal(u8, String);
 
 impl Server {
+    /// The server of one container, its bind sources opened now: call it before the
+    /// container's command starts, so that what the command later does to the host tree
+    /// (a source swapped for a symlink through another bind) cannot move them.
+    pub fn new(
+        image: String,
+        names: Vec<String>,
+        host_env: Vec<(OsString, OsString)>,
+        container_env: Vec<(OsString, OsString)>,
+        binds: Vec<(PathBuf, PathBuf)>,
+        uid: u32,
+    ) -> Server {
+        use rustix::fs::{Mode, OFlags};
+        let bind_dirs = binds
+            .iter()
+            .map(|(_, src)| {
+                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+                rustix::fs::open(src, flags, Mode::empty())
+                    .ok()
+                    .map(Arc::new)
+            })
+            .collect();
+        Server {
+            image,
+            names,
+            host_env,
+            container_env,
+            binds,
+            bind_dirs,
+            uid,
+        }
+    }
+
     /// Serves one connection to its end. Failures that cannot reach the caller's stderr are
     /// dropped: the client then reports the bridge's failure itself.
     pub fn serve(&self, conn: UnixStream) {
@@ -78,7 +117,7 @@ impl Server {
             }
         };
         let name = req.name.to_string_lossy().into_owned();
-        let (path, cwd, env) = match self.check(&req, &name) {
+        let (path, (_, cwd), env) = match self.check(&req, &name) {
             Ok(t) => t,
             Err(Refusal(code, why)) => {
                 let _ = writeln!(err, "{}", self.line(&name, &why));
@@ -86,9 +125,15 @@ impl Server {
             }
         };
         let mut cmd = Command::new(&path);
+        let cwd_fd = cwd.as_raw_fd();
         // SAFETY: only async-signal-safe calls between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                // The directory opened beneath the bind, by descriptor: nothing resolves
+                // its path again, so nothing can redirect it.
+                if libc::fchdir(cwd_fd) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
                 // The supervisor blocks the signals it reads from a signalfd, and a mask
                 // survives exec: the host program starts with none blocked.
                 let mut set: libc::sigset_t = std::mem::zeroed();
@@ -102,7 +147,6 @@ impl Server {
             .args(&req.args)
             .env_clear()
             .envs(env)
-            .current_dir(&cwd)
             .stdin(Stdio::from(stdin))
             .stdout(Stdio::from(stdout))
             .stderr(Stdio::from(stderr))
@@ -198,24 +242,67 @@ impl Server {
             ));
         };
         let inside = PathBuf::from(&req.cwd);
-        let cwd = host_cwd(&self.binds, &inside)
-            .filter(|p| p.is_dir())
-            .ok_or_else(|| {
-                Refusal(
+        let shown = || {
+            if req.cwd.is_empty() {
+                "(unknown)".into()
+            } else {
+                inside.display().to_string()
+            }
+        };
+        let only_inside = || {
+            Refusal(
+                CWD_NOT_ON_HOST,
+                format!(
+                    "the working directory {} exists only in the container, not on the host \
+                     {}; cd to a directory bound from the host (your home, the job's \
+                     directory, /tmp, or a --bind) first",
+                    shown(),
+                    host()
+                ),
+            )
+        };
+        let (i, rest) = host_cwd(&self.binds, &inside).ok_or_else(only_inside)?;
+        let src = &self.binds[i].1;
+        let root = self
+            .bind_dirs
+            .get(i)
+            .cloned()
+            .flatten()
+            .ok_or_else(only_inside)?;
+        let cwd = match open_beneath(root.as_fd(), src, &rest) {
+            Ok(fd) => (src.join(&rest), fd),
+            Err(Beneath::Missing(_)) => return Err(only_inside()),
+            Err(Beneath::Symlink(at)) => {
+                return Err(Refusal(
                     CWD_NOT_ON_HOST,
                     format!(
-                        "the working directory {} exists only in the container, not on the host \
-                         {}; cd to a directory bound from the host (your home, the job's \
-                         directory, /tmp, or a --bind) first",
-                        if req.cwd.is_empty() {
-                            "(unknown)".into()
-                        } else {
-                            inside.display().to_string()
-                        },
-                        host()
+                        "the working directory {} is {} on the host {}, where {} is a \
+                         symbolic link: the bridge never follows one out of a bind; cd to the \
+                         directory itself",
+                        shown(),
+                        src.join(&rest).display(),
+                        host(),
+                        at.display()
                     ),
-                )
-            })?;
+                ))
+            }
+            Err(Beneath::Escapes) => {
+                return Err(Refusal(
+                    CWD_NOT_ON_HOST,
+                    format!(
+                        "the working directory {:?} leaves its bind ({})",
+                        req.cwd,
+                        src.display()
+                    ),
+                ))
+            }
+            Err(Beneath::Io(at, e)) => {
+                return Err(Refusal(
+                    exit::OWN_FAILURE,
+                    format!("opening {} on {}: {e}", at.display(), host()),
+                ))
+            }
+        };
         let env = host_env(&self.host_env, &self.container_env, &req.env);
         Ok((path, cwd, env))
     }
@@ -235,4 +322,84 @@ fn host() -> &'static str {
 
 fn send(mut conn: &UnixStream, s: Status) -> io::Result<()> {
     conn.write_all(&s.encode())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fdpass::send_with_fds;
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// D9, as a raw client would do it: the real client sends getcwd() (symlinks already
+    /// resolved inside the container); a hand-made request can name any path. Through a
+    /// symlink in a bound directory it would reach a host directory no bind shows.
+    #[test]
+    fn a_raw_clients_working_directory_through_a_host_symlink_is_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let bound = d.path().join("bound");
+        let outside = d.path().join("outside");
+        let hostbin = d.path().join("hostbin");
+        for p in [&bound, &outside, &hostbin] {
+            std::fs::create_dir(p).unwrap();
+        }
+        std::os::unix::fs::symlink(&outside, bound.join("link")).unwrap();
+        let ran = d.path().join("ran");
+        let script = hostbin.join("where");
+        std::fs::write(&script, format!("#!/bin/sh\npwd > '{}'\n", ran.display())).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let server = Server::new(
+            "img".into(),
+            vec!["where".into()],
+            vec![(
+                "PATH".into(),
+                format!("{}:/usr/bin:/bin", hostbin.display()).into(),
+            )],
+            vec![],
+            vec![("/work".into(), bound.clone())],
+            rustix::process::getuid().as_raw(),
+        );
+        let errors = d.path().join("stderr");
+        let call = |cwd: &str| {
+            let (mine, theirs) = UnixStream::pair().unwrap();
+            let s = server.clone();
+            let t = std::thread::spawn(move || s.serve(theirs));
+            let null = std::fs::File::open("/dev/null").unwrap();
+            let err = std::fs::File::create(&errors).unwrap();
+            let body = Request {
+                name: "where".into(),
+                cwd: cwd.into(),
+                args: vec![],
+                env: vec![],
+            }
+            .encode();
+            let head = (body.len() as u32).to_le_bytes();
+            let fds = [null.as_raw_fd(), err.as_raw_fd(), err.as_raw_fd()];
+            let sent = send_with_fds(&mine, &head, &fds).unwrap();
+            (&mine).write_all(&head[sent..]).unwrap();
+            (&mine).write_all(&body).unwrap();
+            let mut frame = [0u8; 8];
+            (&mine).read_exact(&mut frame).unwrap();
+            t.join().unwrap();
+            (
+                Status::decode(&frame).unwrap(),
+                std::fs::read_to_string(&errors).unwrap(),
+            )
+        };
+        for cwd in ["/work/link", "/work/link/", "/work/./link"] {
+            let (st, err) = call(cwd);
+            assert_eq!(st, Status::Exit(CWD_NOT_ON_HOST), "{cwd}: {err}");
+            assert!(err.contains("symbolic link"), "{err}");
+            assert!(
+                !ran.exists(),
+                "{cwd}: ran in {:?}",
+                std::fs::read_to_string(&ran)
+            );
+        }
+        let (st, err) = call("/work");
+        assert_eq!(st, Status::Exit(0), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(&ran).unwrap().trim_end(),
+            bound.display().to_string()
+        );
+    }
 }
