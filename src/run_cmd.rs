@@ -232,6 +232,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
             .map(|b| (b.dst.clone(), b.src.clone()))
             .collect(),
         host::uid(),
+        spec.host_cwd.clone(),
     );
     note(&format!(
         "bridging host commands {} through {}",

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 
@@ -34,6 +34,10 @@ pub struct Server {
     pub bind_dirs: Vec<Option<Arc<OwnedFd>>>,
     /// Our uid: the only one served.
     pub uid: u32,
+    /// The host directory `run` was started from, opened when the server was made: where a
+    /// call from a directory that exists only in the image runs (`squeue` does not care, and
+    /// `sbatch` then submits from the job's directory, as shared/DESIGN.md has it).
+    pub start_dir: Option<(PathBuf, Arc<OwnedFd>)>,
 }
 
 /// A call's host program, working directory (host path, for messages, and an open
@@ -54,17 +58,17 @@ impl Server {
         container_env: Vec<(OsString, OsString)>,
         binds: Vec<(PathBuf, PathBuf)>,
         uid: u32,
+        start_dir: Option<PathBuf>,
     ) -> Server {
         use rustix::fs::{Mode, OFlags};
-        let bind_dirs = binds
-            .iter()
-            .map(|(_, src)| {
-                let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-                rustix::fs::open(src, flags, Mode::empty())
-                    .ok()
-                    .map(Arc::new)
-            })
-            .collect();
+        let open = |dir: &Path| {
+            let flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+            rustix::fs::open(dir, flags, Mode::empty())
+                .ok()
+                .map(Arc::new)
+        };
+        let bind_dirs = binds.iter().map(|(_, src)| open(src)).collect();
+        let start_dir = start_dir.and_then(|d| open(&d).map(|fd| (d, fd)));
         Server {
             image,
             names,
@@ -73,6 +77,7 @@ impl Server {
             binds,
             bind_dirs,
             uid,
+            start_dir,
         }
     }
 
@@ -249,29 +254,39 @@ impl Server {
                 inside.display().to_string()
             }
         };
-        let only_inside = || {
-            Refusal(
+        // A directory that exists only in the image: the directory `run` started from.
+        let only_inside = || match &self.start_dir {
+            Some((dir, fd)) => rustix::io::dup(fd.as_fd())
+                .map(|fd| (dir.clone(), fd))
+                .map_err(|e| {
+                    Refusal(
+                        exit::OWN_FAILURE,
+                        format!("opening {} on {}: {e}", dir.display(), host()),
+                    )
+                }),
+            None => Err(Refusal(
                 CWD_NOT_ON_HOST,
                 format!(
                     "the working directory {} exists only in the container, not on the host \
-                     {}; cd to a directory bound from the host (your home, the job's \
-                     directory, /tmp, or a --bind) first",
+                     {}, and the directory lpmx-job started from is gone; cd to a directory \
+                     bound from the host (your home, the job's directory, /tmp, or a --bind) \
+                     first",
                     shown(),
                     host()
                 ),
-            )
+            )),
         };
-        let (i, rest) = host_cwd(&self.binds, &inside).ok_or_else(only_inside)?;
+        let env = host_env(&self.host_env, &self.container_env, &req.env);
+        let Some((i, rest)) = host_cwd(&self.binds, &inside) else {
+            return Ok((path, only_inside()?, env));
+        };
         let src = &self.binds[i].1;
-        let root = self
-            .bind_dirs
-            .get(i)
-            .cloned()
-            .flatten()
-            .ok_or_else(only_inside)?;
+        let Some(root) = self.bind_dirs.get(i).cloned().flatten() else {
+            return Ok((path, only_inside()?, env));
+        };
         let cwd = match open_beneath(root.as_fd(), src, &rest) {
             Ok(fd) => (src.join(&rest), fd),
-            Err(Beneath::Missing(_)) => return Err(only_inside()),
+            Err(Beneath::Missing(_)) => only_inside()?,
             Err(Beneath::Symlink(at)) => {
                 return Err(Refusal(
                     CWD_NOT_ON_HOST,
@@ -303,7 +318,6 @@ impl Server {
                 ))
             }
         };
-        let env = host_env(&self.host_env, &self.container_env, &req.env);
         Ok((path, cwd, env))
     }
 
@@ -357,6 +371,7 @@ mod tests {
             vec![],
             vec![("/work".into(), bound.clone())],
             rustix::process::getuid().as_raw(),
+            Some(hostbin.clone()),
         );
         let errors = d.path().join("stderr");
         let call = |cwd: &str| {
@@ -401,5 +416,15 @@ mod tests {
             std::fs::read_to_string(&ran).unwrap().trim_end(),
             bound.display().to_string()
         );
+        // A directory that exists only in the image (under a bind or under none): where
+        // `run` started.
+        for cwd in ["/etc", "/work/not-on-the-host"] {
+            let (st, err) = call(cwd);
+            assert_eq!(st, Status::Exit(0), "{cwd}: {err}");
+            assert_eq!(
+                std::fs::read_to_string(&ran).unwrap().trim_end(),
+                hostbin.display().to_string()
+            );
+        }
     }
 }
