@@ -33,6 +33,7 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
             jobs: 3,
             progress: progress.as_ref(),
             offline,
+            resolve_window: config.settings.registry.resolve_window,
         };
         let rec = match pull_one(&config, &cache, &reference, opts(true)) {
             Ok(rec) => {

@@ -251,6 +251,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     jobs,
                     progress: progress.as_ref(),
                     offline,
+                    // Asked for by name: the registry's answer now, not one from the last
+                    // minute (a tag just pushed must be seen).
+                    resolve_window: 0,
                 };
                 let rec = pull_one(&config, &cache, &reference, opts)?;
                 log(&format!(
@@ -519,6 +522,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                             jobs: 3,
                             progress: progress.as_ref(),
                             offline: false,
+                            resolve_window: config.settings.registry.resolve_window,
                         };
                         pull_one(&config, &cache, &reference, opts)
                             .with_context(|| format!("repairing {name}"))?;
@@ -644,6 +648,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     jobs: 3,
                     progress: progress.as_ref(),
                     offline: false,
+                    resolve_window: config.settings.registry.resolve_window,
                 };
                 pull_one(&config, &cache, &reference, opts).with_context(|| {
                     format!("{image}: not exposed: the image must exist before a wrapper names it")

@@ -239,6 +239,7 @@ pub struct CacheFile {
 #[serde(deny_unknown_fields)]
 pub struct RegistryFile {
     pub insecure: Option<Vec<String>>,
+    pub resolve_window: Option<u64>,
 }
 
 /// The effective settings every verb works from.
@@ -269,6 +270,10 @@ pub struct CacheSettings {
 pub struct RegistrySettings {
     /// `host:port` entries that may be reached over plain HTTP.
     pub insecure: Vec<String>,
+    /// Seconds a tag's answer, once asked by any process on any node of the cache, is
+    /// reused instead of asking the registry again (0: always ask). Docker Hub counts every
+    /// manifest GET against its pull limit; a 1,000-task job must not send 1,000.
+    pub resolve_window: u64,
 }
 
 impl Settings {
@@ -297,6 +302,11 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
     ("LPMX_CACHE_GROUP", "cache.group", EnvKind::Text),
     ("LPMX_READONLY_CACHES", "cache.readonly", EnvKind::List(':')),
     ("LPMX_LOCK_TIMEOUT", "cache.lock_timeout", EnvKind::Seconds),
+    (
+        "LPMX_RESOLVE_WINDOW",
+        "registry.resolve_window",
+        EnvKind::Seconds,
+    ),
     ("LPMX_LOCK_MODE", "cache.lock_mode", EnvKind::Text),
     (
         "LPMX_INSECURE_REGISTRIES",
@@ -510,6 +520,7 @@ fn defaults(inputs: &Inputs) -> Settings {
         },
         registry: RegistrySettings {
             insecure: Vec::new(),
+            resolve_window: 60,
         },
         registries: BTreeMap::new(),
         progress: Progress::Auto,
@@ -594,6 +605,10 @@ const EXPECTED: &[(&str, &str)] = &[
     ),
     ("cache.readonly", "a list of directories"),
     ("registry.insecure", "a list of host:port names"),
+    (
+        "registry.resolve_window",
+        "a whole number of seconds, such as 60 (0: ask the registry every time)",
+    ),
     (
         "bridge.commands",
         "a list of command names or sets such as @slurm",

@@ -314,6 +314,9 @@ pub struct Options<'a> {
     pub progress: &'a dyn Progress,
     /// Use only what the cache holds: no network at all.
     pub offline: bool,
+    /// Seconds a tag's answer in the cache is reused without asking the registry (config
+    /// `registry.resolve_window`; 0 asks every time).
+    pub resolve_window: u64,
 }
 
 pub struct Puller<'a> {
@@ -354,6 +357,56 @@ impl Puller<'_> {
                 if self.opts.offline {
                     return self.cached(&image, remote);
                 }
+                if remote.digest.is_some() || self.opts.resolve_window == 0 {
+                    return self.pull_remote(&image, remote);
+                }
+                // A tag is asked once per window per cache, however many tasks on however
+                // many nodes start at once: the first asks under the tag's lock, the others
+                // wait and take its answer (as blobs are fetched once).
+                if let Some(rec) = self.recently_resolved(&image, remote) {
+                    return Ok(rec);
+                }
+                let key = cache::sha256(format!("tag\0{image}").as_bytes());
+                let log = |m: &str| self.opts.progress.note(m);
+                let _held = self.cache.lock(&key, &format!("the tag {image}"), &log)?;
+                if let Some(rec) = self.recently_resolved(&image, remote) {
+                    return Ok(rec);
+                }
+                self.pull_remote(&image, remote)
+            }
+            Reference::OciLayout { dir, tag } => {
+                self.pull_layout(&image, Files::Dir(dir.clone()), tag.as_deref())
+            }
+            Reference::DockerArchive { file } => {
+                let files = Files::tar(file).map_err(|source| Error::Source {
+                    image: image.clone(),
+                    path: file.clone(),
+                    source,
+                })?;
+                if files.has("index.json") {
+                    // Docker 25 and later save an OCI layout inside the archive.
+                    return self.pull_layout(&image, files, None);
+                }
+                self.pull_docker_save(&image, files)
+            }
+        }
+    }
+
+    /// The cached image of a tag some process resolved less than `resolve_window` seconds
+    /// ago, complete in the cache; None otherwise (then the registry is asked).
+    fn recently_resolved(&self, image: &str, remote: &Remote) -> Option<ImageRecord> {
+        let r = self.cache.read_ref(image).ok()??;
+        let age = cache::now().saturating_sub(r.fetched);
+        if age >= self.opts.resolve_window {
+            return None;
+        }
+        self.cached(image, remote).ok()
+    }
+
+    fn pull_remote(&self, image: &str, remote: &Remote) -> Result<ImageRecord> {
+        let image = image.to_string();
+        {
+            {
                 let log = |m: &str| self.opts.progress.note(m);
                 let log = &log;
                 let what = format!("manifest of {image}");
@@ -391,21 +444,6 @@ impl Puller<'_> {
                     self.cache.write_ref(&image, &manifest_digest)?;
                 }
                 Ok(rec)
-            }
-            Reference::OciLayout { dir, tag } => {
-                self.pull_layout(&image, Files::Dir(dir.clone()), tag.as_deref())
-            }
-            Reference::DockerArchive { file } => {
-                let files = Files::tar(file).map_err(|source| Error::Source {
-                    image: image.clone(),
-                    path: file.clone(),
-                    source,
-                })?;
-                if files.has("index.json") {
-                    // Docker 25 and later save an OCI layout inside the archive.
-                    return self.pull_layout(&image, files, None);
-                }
-                self.pull_docker_save(&image, files)
             }
         }
     }

@@ -66,6 +66,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
                     jobs: 3,
                     progress: progress.as_ref(),
                     offline: false,
+                    resolve_window: config.settings.registry.resolve_window,
                 };
                 let rec = pull_one(&config, &cache, &reference, opts)?;
                 drop(progress);

@@ -7,7 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::support::{bin, blob_gets, private_copy, run, service, stderr, stdout, Env};
+use crate::support::{
+    bin, blob_gets, manifest_gets, private_copy, run, service, stderr, stdout, Env,
+};
 
 struct Slurm {
     env: Env,
@@ -453,14 +455,6 @@ fn staging_copies_the_tree_once_per_node_per_job_and_the_epilog_removes_it() {
         "{}",
         std::fs::read_to_string(s.env.path("hooks.log")).unwrap_or_default()
     );
-}
-
-fn manifest_gets(repo: &str) -> usize {
-    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
-    let text = std::fs::read_to_string(&log).unwrap();
-    text.lines()
-        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")))
-        .count()
 }
 
 /// The prolog and epilog of integrations/slurm, run as slurmd runs them (environment with

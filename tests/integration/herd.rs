@@ -1,12 +1,13 @@
 //! Many pulls at once, killed pulls, a registry that dies, a disk that fills: the cache must
 //! stay trustworthy and the registry must see one download per blob.
 
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use crate::proxy::{self, Faults};
-use crate::support::{blob_gets, json, private_copy, run, service, stderr, stdout, Env};
+use crate::support::{
+    blob_gets, json, manifest_gets, private_copy, run, service, stderr, stdout, Env,
+};
 
 /// `n` processes pull one uncached image into one fresh cache at once, taking locks in `mode`
 /// (None: probed and recorded by whichever comes first): all succeed and the registry serves
@@ -259,14 +260,6 @@ fn lock_directories_also_give_one_download_per_blob() {
     verify_ok(&env);
 }
 
-fn manifest_gets(repo: &str) -> usize {
-    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
-    let text = std::fs::read_to_string(&log).unwrap();
-    text.lines()
-        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")))
-        .count()
-}
-
 #[test]
 fn a_warm_pull_asks_for_one_manifest_and_offline_asks_nothing() {
     let env = Env::new();
@@ -507,4 +500,76 @@ fn prune_keeps_what_a_running_container_holds() {
             .count(),
         0
     );
+}
+
+/// Eight tasks starting at once on a cold cache send one manifest request for their tag, not
+/// eight (Docker Hub counts each against its pull limit): the first resolves it under the
+/// tag's lock, the others take its answer. Within `registry.resolve_window` a later start
+/// asks nothing; with the window at 0 it asks again; `pull` by hand always asks.
+#[test]
+fn tasks_starting_together_resolve_a_tag_once() {
+    let env = Env::new();
+    let Some(reg) = service("LPMX_TEST_REGISTRY") else {
+        return;
+    };
+    let repo = private_copy(&reg, "one", &env);
+    let image = format!("{reg}/{repo}");
+    let start = |vars: &[(&str, &str)]| {
+        let mut c = env.cmd();
+        c.env("LPMX_INSECURE_REGISTRIES", &reg)
+            .envs(vars.iter().copied())
+            .args(["-q", "run", &image, "true"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped());
+        c.spawn().unwrap()
+    };
+    let tasks: Vec<_> = (0..8).map(|_| start(&[])).collect();
+    for t in tasks {
+        let out = t.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(
+        manifest_gets(&repo),
+        1,
+        "8 cold tasks, one manifest request"
+    );
+    for (digest, n) in blob_gets(&repo) {
+        assert_eq!(n, 1, "blob {digest} downloaded {n} times");
+    }
+    let out = start(&[]).wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(manifest_gets(&repo), 1, "within the window: asked nothing");
+    let out = run(env
+        .cmd()
+        .env("LPMX_INSECURE_REGISTRIES", &reg)
+        .args(["-q", "pull", &image]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        manifest_gets(&repo),
+        2,
+        "pull by hand: the registry's answer now"
+    );
+    // The window is what saves the requests: at 0, eight cold tasks of another cache ask
+    // eight times.
+    let other = Env::new();
+    let repo2 = private_copy(&reg, "one", &other);
+    let image2 = format!("{reg}/{repo2}");
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            other
+                .cmd()
+                .env("LPMX_INSECURE_REGISTRIES", &reg)
+                .env("LPMX_RESOLVE_WINDOW", "0")
+                .args(["-q", "run", &image2, "true"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    for t in tasks {
+        let out = t.wait_with_output().unwrap();
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    }
+    assert_eq!(manifest_gets(&repo2), 8, "window 0: every task asks");
 }

@@ -241,3 +241,13 @@ pub fn root_targets_intact() -> Option<Result<(), String>> {
             .and_then(|_| check("secret", "file", 0o600)),
     )
 }
+
+/// Manifest requests (any answer) for one repository, from the plain-HTTP registry's log.
+#[allow(dead_code)]
+pub fn manifest_gets(repo: &str) -> usize {
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    text.lines()
+        .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")))
+        .count()
+}
