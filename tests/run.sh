@@ -34,6 +34,8 @@ WORK=
 . "$SETUP/packages.sh"
 # shellcheck source=tests/setup/registry.sh
 . "$SETUP/registry.sh"
+# shellcheck source=tests/setup/webproxy.sh
+. "$SETUP/webproxy.sh"
 # shellcheck source=tests/setup/slurm.sh
 . "$SETUP/slurm.sh"
 # shellcheck source=tests/setup/sge.sh
@@ -62,6 +64,7 @@ cleanup() {
     fi
     stop_slurm
     stop_sge
+    stop_webproxy
     [ -n "$WORK" ] && kill_strays
     stop_registries
     # The shared mount, and whatever a failed propagation test left on it.
@@ -115,6 +118,8 @@ info "$WORK"
 
 step "4/8 registries"
 start_registries
+step "4/8 proxy"
+start_webproxy
 step "4/8 slurm"
 start_slurm
 step "4/8 sge"

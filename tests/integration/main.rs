@@ -18,4 +18,5 @@ mod readme;
 mod registry;
 mod run;
 mod sge;
+mod through_proxy;
 mod trust;

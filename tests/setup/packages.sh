@@ -7,7 +7,7 @@ LPMX_TEST_PACKAGES=(
     gcc libc6-dev
     slurm-wlm munge mmdebstrap openmpi-bin libopenmpi-dev libmpich-dev
     gridengine-master gridengine-exec gridengine-client
-    sudo
+    sudo tinyproxy iptables
 )
 LPMX_TEST_USER=lpmxtest
 # The trust-boundary tests: a second ordinary user (the attacker), a group both belong to

@@ -153,7 +153,8 @@ start_registries() {
 reset_registry_logs() {
     local n
     mkdir -p "$WORK/logs/setup"
-    for n in http tls auth; do
+    for n in http tls auth fenced; do
+        [ -e "$WORK/logs/registry-$n.log" ] || continue
         cp "$WORK/logs/registry-$n.log" "$WORK/logs/setup/registry-$n.log"
         : >"$WORK/logs/registry-$n.log"
     done
