@@ -368,10 +368,7 @@ fn lockdir_is_stale(dir: &Path) -> bool {
 /// Takes a dead holder's directory away with one rename, so that of several waiters breaking
 /// it at once exactly one succeeds and none removes a lock retaken in between.
 fn break_lockdir(dir: &Path) {
-    let tomb = dir.with_extension(format!(
-        "broken.{}",
-        crate::cache::safe::random_name()
-    ));
+    let tomb = dir.with_extension(format!("broken.{}", crate::cache::safe::random_name()));
     if std::fs::rename(dir, &tomb).is_ok() {
         let _ = std::fs::remove_dir_all(&tomb);
     }

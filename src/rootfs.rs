@@ -215,7 +215,11 @@ pub fn held_tree(
 /// Whether some process holds the tree (see [`hold`]).
 pub fn in_use(tree: &Path) -> bool {
     let marker = tree.with_extension("inuse");
-    match cache::safe::open(&marker, cache::safe::Expect::File, cache::safe::Access::Read) {
+    match cache::safe::open(
+        &marker,
+        cache::safe::Expect::File,
+        cache::safe::Access::Read,
+    ) {
         Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }

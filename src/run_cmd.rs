@@ -360,7 +360,9 @@ fn stamp_last_used(cache: &Cache, rec: &ImageRecord) {
         eprintln!(
             "lpmx-job[{}]: warning: not recording the last use of {}: {e}",
             lpmx_job::host::hostname(),
-            rec.names.first().map_or(rec.manifest.as_str(), |n| n.as_str())
+            rec.names
+                .first()
+                .map_or(rec.manifest.as_str(), |n| n.as_str())
         );
     }
 }

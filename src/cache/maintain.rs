@@ -175,7 +175,10 @@ pub fn remove_entry(cache: &Cache, path: &Path, log: &dyn Fn(&str)) -> Result<()
     };
     // Says whose entry goes; another member's is refused (Error::NotYours), see unpublish.
     if let Some((_work, owner)) = cache.unpublish(path)? {
-        log(&format!("removed {} (published by {owner})", path.display()));
+        log(&format!(
+            "removed {} (published by {owner})",
+            path.display()
+        ));
     }
     Ok(())
     // `_work` is dropped here, removing what was parked in it.

@@ -297,7 +297,7 @@ impl Cache {
         self.share_dir(&root, &self.root, gid)?;
         for d in TOP {
             let p = self.root.join(d);
-            let f = safe::open(&p, Expect::Dir, Access::Read).map_err(io(&p))?;
+            let f = open_top(&p)?;
             self.share_dir(&f, &p, gid)?;
         }
         self.group = Some(gid);
@@ -426,6 +426,11 @@ impl Cache {
                 return Ok(m);
             }
         }
+        // The first use of a cache writes in tmp-v1 and locks-v1: in a group cache another
+        // member may have made either a symlink to somewhere of the user's (issue 11 D2).
+        for d in [TMP, LOCKS] {
+            open_top(&self.root.join(d))?;
+        }
         let probe =
             lock::probe(&self.root.join(TMP), Duration::from_secs(10)).map_err(|e| Error::Io {
                 path: self.root.join(TMP),
@@ -542,9 +547,20 @@ impl Cache {
         drop(f);
         std::fs::rename(&tmp, dest).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Io {
-                path: dest.to_path_buf(),
-                source: e,
+            // Most likely another member's file in a sticky directory: say what it is.
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::symlink_metadata(dest) {
+                Ok(m) if !m.is_file() => Error::Unexpected(safe::Unexpected {
+                    path: dest.to_path_buf(),
+                    found: safe::kind_name(m.mode()),
+                    owner: safe::owner_name(m.uid()),
+                    expected: "a regular file",
+                }),
+                Ok(m) if m.uid() != self.uid => Error::NotYours {
+                    path: dest.to_path_buf(),
+                    owner: safe::owner_name(m.uid()),
+                },
+                _ => Error::at(dest, e),
             }
         })
     }
@@ -787,7 +803,10 @@ impl Cache {
             }
             // Another member's record cannot be replaced (sticky directory); the new name is
             // still found through its ref.
-            if self.foreign_owner(&self.image_path(&rec.manifest)).is_some() {
+            if self
+                .foreign_owner(&self.image_path(&rec.manifest))
+                .is_some()
+            {
                 let _ = self.stamp_used(&rec.manifest);
                 return Ok(rec);
             }
@@ -900,6 +919,23 @@ fn process_alive(pid: i32) -> bool {
     unsafe {
         libc::kill(pid, 0) == 0
             || std::io::Error::last_os_error().raw_os_error() == Some(libc::EPERM)
+    }
+}
+
+/// A top-level directory, opened as [`safe::open`] does; made again if it went missing (a
+/// warm start checks only that `trees-v1` exists).
+fn open_top(p: &Path) -> Result<File> {
+    match safe::open(p, Expect::Dir, Access::Read) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::create_dir(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::at(p, e))
+                }
+                _ => {}
+            }
+            safe::open(p, Expect::Dir, Access::Read).map_err(io(p))
+        }
+        r => r.map_err(io(p)),
     }
 }
 

@@ -67,6 +67,11 @@ pub fn owner_name(uid: u32) -> String {
     }
 }
 
+/// What kind of file a mode says, as a noun phrase.
+pub fn kind_name(mode: u32) -> &'static str {
+    kind_of(mode)
+}
+
 fn kind_of(mode: u32) -> &'static str {
     match mode & libc::S_IFMT {
         libc::S_IFREG => "a regular file",
@@ -157,7 +162,12 @@ pub fn open(path: &Path, expect: Expect, access: Access) -> io::Result<File> {
         Ok(fd) => fd,
         // Swapped for a symlink (ELOOP), a FIFO without a reader (ENXIO) or something that is
         // not a directory (ENOTDIR) since the lstat: describe what is there now.
-        Err(e) if matches!(e.raw_os_error(), Some(libc::ELOOP | libc::ENXIO | libc::ENOTDIR)) => {
+        Err(e)
+            if matches!(
+                e.raw_os_error(),
+                Some(libc::ELOOP | libc::ENXIO | libc::ENOTDIR)
+            ) =>
+        {
             return Err(match std::fs::symlink_metadata(path) {
                 Ok(m) => unexpected(path, m.mode(), m.uid(), expect),
                 Err(_) => e,
@@ -355,10 +365,7 @@ mod tests {
             // Opening a FIFO for writing without a reader would block without O_NONBLOCK.
             refused(open(&fifo, Expect::File, access).unwrap_err(), "a FIFO");
             refused(open(&dir, Expect::File, access).unwrap_err(), "a directory");
-            refused(
-                open_or_create(&fifo, access, 0o644).unwrap_err(),
-                "a FIFO",
-            );
+            refused(open_or_create(&fifo, access, 0o644).unwrap_err(), "a FIFO");
             refused(
                 open_or_create(&link, access, 0o644).unwrap_err(),
                 "a symbolic link",
