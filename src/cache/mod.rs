@@ -107,10 +107,12 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
 pub mod safe;
 use safe::{Access, Expect};
 
-/// Modes of what the cache publishes: no one but the publisher may change an entry, and the
-/// publisher only after an explicit chmod (its own prune does that).
+/// Modes of what the cache publishes: no one but the publisher may change an entry. Records
+/// and blobs are read-only even to their owner. An entry's directories keep the owner's write
+/// bit: the owner could chmod it back anyway, so 0555 would protect against no one, and it
+/// made `rm -rf` of one's own cache fail (contrib/examples/hello.sh does that).
 pub const FILE_MODE: u32 = 0o444;
-pub const DIR_MODE: u32 = 0o555;
+pub const DIR_MODE: u32 = 0o755;
 /// Files any member must be able to open for writing: lock files (OFD write locks and the
 /// holder's note) and last-use stamps (futimens to now needs write access).
 pub const SHARED_FILE_MODE: u32 = 0o664;
@@ -860,7 +862,7 @@ impl Cache {
         for (dir, check) in dirs {
             for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
                 let p = entry.map_err(io(&dir))?.path();
-                if !p.extension().is_some_and(|e| e == "json") {
+                if p.extension().is_none_or(|e| e != "json") {
                     continue;
                 }
                 if let Some((mut rec, uid)) = read_json_owned::<ImageRecord>(&p)? {

@@ -214,14 +214,14 @@ fn fifos_planted_in_the_cache_end_in_a_clear_error_not_a_hang() {
     let Some(s) = Shared::new() else {
         return;
     };
-    let limit = Duration::from_secs(60);
+    let limit = Duration::from_secs(30);
     let (manifest, _) = fixture("layers3");
     let img = s.image("layers3");
     let out = run(s.victim(&env).args(["pull", &img]));
     assert_eq!(out.status.code(), Some(0));
     // A stamp not yet made is the attacker's to plant; old, so that a run stamps it.
     let out = s.attacker_sh(&format!(
-        "mkfifo images-v1/{manifest}.used && touch -h -d 2000-01-01 images-v1/{manifest}.used"
+        "mkfifo -m 666 images-v1/{manifest}.used && touch -h -d 2000-01-01 images-v1/{manifest}.used"
     ));
     assert!(out.status.success());
     let out = bounded(s.victim(&env).args(["run", &img, "true"]), limit);
@@ -237,7 +237,7 @@ fn fifos_planted_in_the_cache_end_in_a_clear_error_not_a_hang() {
     // it must still not hang.
     let (_, config) = fixture("layers3");
     let swap = s.attacker_sh(&format!(
-        "mkfifo blobs-v1/.f.$$ && mv -f blobs-v1/.f.$$ blobs-v1/{config}; s=$?; rm -f blobs-v1/.f.$$; exit $s"
+        "mkfifo -m 666 blobs-v1/.f.$$ && mv -f blobs-v1/.f.$$ blobs-v1/{config}; s=$?; rm -f blobs-v1/.f.$$; exit $s"
     ));
     for args in [vec!["run", img.as_str(), "true"], vec!["cache", "verify"]] {
         bounded(s.victim(&env).args(&args), limit);
@@ -250,7 +250,7 @@ fn fifos_planted_in_the_cache_end_in_a_clear_error_not_a_hang() {
     );
     // ...so plant one for an image the victim has not pulled yet.
     let (one_manifest, one_config) = fixture("one");
-    let out = s.attacker_sh(&format!("mkfifo blobs-v1/{one_config}"));
+    let out = s.attacker_sh(&format!("mkfifo -m 666 blobs-v1/{one_config}"));
     assert!(out.status.success());
     let one = s.image("one");
     for args in [
