@@ -124,7 +124,13 @@ pub(crate) fn open_cache(config: &Config) -> anyhow::Result<Cache> {
     .with_context(|| format!("opening the cache {}", dir.display()))?;
     if let Some(g) = &s.cache.group {
         cache
-            .share_with_group(g)
+            .share_with_group(
+                g,
+                match s.cache.trust {
+                    config::TrustSetting::Group => lpmx_job::cache::Trust::Group,
+                    config::TrustSetting::Own => lpmx_job::cache::Trust::Own,
+                },
+            )
             .with_context(|| format!("sharing the cache {}", dir.display()))?;
     }
     Ok(cache)
@@ -319,7 +325,14 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     anyhow::bail!("no image {want} in the cache {}", cache.root().display());
                 }
                 for i in hits {
-                    maintain::remove_entry(&cache, &cache.image_path(&i.manifest), &log)?;
+                    // Another member's image is theirs to remove: said, and the others go on.
+                    match maintain::remove_entry(&cache, &cache.image_path(&i.manifest), &log) {
+                        Err(e @ lpmx_job::cache::Error::NotYours { .. }) => {
+                            log(&format!("{}: not removed: {e}", i.names.join(", ")));
+                            continue;
+                        }
+                        r => r?,
+                    }
                     for n in &i.names {
                         let _ = std::fs::remove_file(cache.ref_path(n));
                     }
@@ -540,13 +553,21 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 CacheCommand::Prune { older_than } => {
                     let p = maintain::prune(&cache, older_than.map(|d| d * 86400), &log)?;
                     log(&format!(
-                        "pruned {} images, {} trees, {} layers, {} blobs ({}) from {}",
+                        "pruned {} images, {} trees, {} layers, {} blobs ({}) from {}{}",
                         p.images.len(),
                         p.trees,
                         p.layers,
                         p.blobs,
                         host::human_bytes(p.bytes),
-                        cache.root().display()
+                        cache.root().display(),
+                        if p.kept.is_empty() {
+                            String::new()
+                        } else {
+                            format!(
+                                "; kept {} entries other members published (only they can remove them)",
+                                p.kept.len()
+                            )
+                        }
                     ));
                     Ok(exit::OK)
                 }

@@ -104,6 +104,19 @@ impl LockModeSetting {
     }
 }
 
+/// Whose entries of a group cache a user takes (`cache.trust`). A member of the group can
+/// publish anything under any digest or name first, so `group` trusts every member as much
+/// as oneself; `self` takes only entries the user or root (the site) owns and pulls the rest
+/// again into a directory of the user's own (see `Cache::share_with_group`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum TrustSetting {
+    #[default]
+    Group,
+    #[serde(rename = "self")]
+    Own,
+}
+
 /// What a config file may contain. Every field is optional: a file sets only what it names.
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -233,6 +246,7 @@ pub struct CacheFile {
     pub readonly: Option<Vec<String>>,
     pub lock_timeout: Option<u64>,
     pub lock_mode: Option<LockModeSetting>,
+    pub trust: Option<TrustSetting>,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -264,6 +278,9 @@ pub struct CacheSettings {
     /// Seconds a process waits for another's lock before giving up.
     pub lock_timeout: u64,
     pub lock_mode: LockModeSetting,
+    /// Whose entries of a group cache to use; meaningful only with `group`.
+    #[serde(default)]
+    pub trust: TrustSetting,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -308,6 +325,7 @@ const ENV_KEYS: &[(&str, &str, EnvKind)] = &[
         EnvKind::Seconds,
     ),
     ("LPMX_LOCK_MODE", "cache.lock_mode", EnvKind::Text),
+    ("LPMX_CACHE_TRUST", "cache.trust", EnvKind::Text),
     (
         "LPMX_INSECURE_REGISTRIES",
         "registry.insecure",
@@ -517,6 +535,7 @@ fn defaults(inputs: &Inputs) -> Settings {
             readonly: Vec::new(),
             lock_timeout: 3600,
             lock_mode: LockModeSetting::Auto,
+            trust: TrustSetting::Group,
         },
         registry: RegistrySettings {
             insecure: Vec::new(),

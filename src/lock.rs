@@ -3,7 +3,7 @@
 //! to hang in it. Each mode is tried between two real processes, with a deadline, so the
 //! answer is what the filesystem does rather than what its name suggests.
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -102,7 +102,13 @@ fn try_ofd(f: &File) -> std::io::Result<bool> {
 /// Takes the lock in one process and tries it from a second, separately opened one.
 fn trial(path: &Path, lock: TryLock, deadline: Duration) -> Result<Trial> {
     let outcome = probe::in_child(deadline, |report| {
-        let open = || OpenOptions::new().read(true).write(true).open(path);
+        let open = || {
+            crate::cache::safe::open(
+                path,
+                crate::cache::safe::Expect::File,
+                crate::cache::safe::Access::ReadWrite,
+            )
+        };
         let first = match open() {
             Ok(f) => f,
             Err(e) => {
@@ -148,15 +154,15 @@ fn trial(path: &Path, lock: TryLock, deadline: Duration) -> Result<Trial> {
 /// Tries flock, then OFD locks, in `dir` (which must exist and be writable) and picks the first
 /// that excludes a second process.
 pub fn probe(dir: &Path, deadline: Duration) -> Result<ProbeReport> {
-    let path = dir.join(format!(
-        ".lock-probe.{}.{}",
-        crate::host::hostname(),
-        std::process::id()
-    ));
-    File::create(&path).map_err(|source| Error::ProbeFile {
-        path: path.clone(),
-        source,
-    })?;
+    // A random name created exclusively: in a group cache's tmp-v1 a predictable one could be
+    // a symlink planted by another member (issue 11 D4).
+    let path = dir.join(format!(".lock-probe.{}", crate::cache::safe::random_name()));
+    crate::cache::safe::create_new(&path, 0o600, crate::cache::safe::Access::Write).map_err(
+        |source| Error::ProbeFile {
+            path: path.clone(),
+            source,
+        },
+    )?;
     let flock = trial(&path, try_flock, deadline);
     let fcntl_ofd = trial(&path, try_ofd, deadline);
     let _ = std::fs::remove_file(&path);
@@ -261,13 +267,15 @@ fn owner_note() -> String {
 pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
     match mode {
         Mode::Flock | Mode::FcntlOfd => {
+            // Any member of a group cache may have made the lock file (or put a symlink or a
+            // FIFO in its place): opened as the cache opens everything, group-writable so that
+            // every member can take an OFD write lock and leave a note in it.
             let path = base.with_extension("lock");
-            let file = OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(&path)?;
+            let file = crate::cache::safe::open_or_create(
+                &path,
+                crate::cache::safe::Access::ReadWrite,
+                crate::cache::SHARED_FILE_MODE,
+            )?;
             let got = if mode == Mode::Flock {
                 try_flock(&file)?
             } else {
@@ -297,7 +305,15 @@ pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
                 }
                 Err(e) => return Err(e),
             }
-            std::fs::write(dir.join("owner"), owner_note())?;
+            {
+                use std::io::Write;
+                let mut f = crate::cache::safe::create_new(
+                    &dir.join("owner"),
+                    0o644,
+                    crate::cache::safe::Access::Write,
+                )?;
+                f.write_all(owner_note().as_bytes())?;
+            }
             let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (s, owner) = (stop.clone(), dir.join("owner"));
             // The heartbeat is the owner file's mtime: waiters on any node can read it.
@@ -306,7 +322,11 @@ pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
                 while !s.load(std::sync::atomic::Ordering::SeqCst) {
                     std::thread::sleep(Duration::from_millis(100));
                     if last.elapsed() >= HEARTBEAT {
-                        if let Ok(f) = File::options().write(true).open(&owner) {
+                        if let Ok(f) = crate::cache::safe::open(
+                            &owner,
+                            crate::cache::safe::Expect::File,
+                            crate::cache::safe::Access::Write,
+                        ) {
                             let _ = f.set_modified(std::time::SystemTime::now());
                         }
                         last = std::time::Instant::now();
@@ -328,13 +348,17 @@ pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
 /// heartbeat stopped (a holder on another node that died or lost the filesystem).
 fn lockdir_is_stale(dir: &Path) -> bool {
     let owner = dir.join("owner");
-    let Ok(meta) = std::fs::metadata(&owner) else {
+    let Ok(meta) = std::fs::symlink_metadata(&owner) else {
         // Created but not yet claimed: give the creator a moment before calling it dead.
-        return std::fs::metadata(dir)
+        return std::fs::symlink_metadata(dir)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() > STALE_AFTER);
     };
-    let text = std::fs::read_to_string(&owner).unwrap_or_default();
+    let text = crate::cache::safe::read(&owner)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
     let mut words = text.split_whitespace();
     let (host, pid) = (
         words.nth(1),
@@ -356,11 +380,7 @@ fn lockdir_is_stale(dir: &Path) -> bool {
 /// Takes a dead holder's directory away with one rename, so that of several waiters breaking
 /// it at once exactly one succeeds and none removes a lock retaken in between.
 fn break_lockdir(dir: &Path) {
-    let tomb = dir.with_extension(format!(
-        "broken.{}.{}",
-        crate::host::hostname(),
-        std::process::id()
-    ));
+    let tomb = dir.with_extension(format!("broken.{}", crate::cache::safe::random_name()));
     if std::fs::rename(dir, &tomb).is_ok() {
         let _ = std::fs::remove_dir_all(&tomb);
     }
@@ -372,9 +392,16 @@ pub fn holder(mode: Mode, base: &Path) -> String {
         Mode::LockDir => base.with_extension("lockdir").join("owner"),
         _ => base.with_extension("lock"),
     };
-    std::fs::read_to_string(p)
+    // Never blocks: a FIFO in place of the lock file is refused, not read.
+    crate::cache::safe::read(&p)
         .ok()
-        .map(|s| readable_since(s.trim(), std::time::SystemTime::now()))
+        .flatten()
+        .map(|b| {
+            readable_since(
+                String::from_utf8_lossy(&b).trim(),
+                std::time::SystemTime::now(),
+            )
+        })
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "another process".into())
 }

@@ -164,12 +164,9 @@ pub fn image_tree(cache: &Cache, rec: &ImageRecord, log: &dyn Fn(&str)) -> Resul
 /// are never pruned by us and need no marker.
 pub fn hold(tree: &Path) -> std::io::Result<Option<std::os::fd::OwnedFd>> {
     let marker = tree.with_extension("inuse");
-    let f = match std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&marker)
+    // Read-only is enough for a shared flock; the marker may be another member's, and is
+    // opened as every cache file is (no symlink, no FIFO: issue 11 D5).
+    let f = match cache::safe::open_or_create(&marker, cache::safe::Access::Read, cache::FILE_MODE)
     {
         Ok(f) => f,
         Err(e) if matches!(e.raw_os_error(), Some(libc::EROFS) | Some(libc::EACCES)) => {
@@ -218,7 +215,11 @@ pub fn held_tree(
 /// Whether some process holds the tree (see [`hold`]).
 pub fn in_use(tree: &Path) -> bool {
     let marker = tree.with_extension("inuse");
-    match std::fs::File::open(&marker) {
+    match cache::safe::open(
+        &marker,
+        cache::safe::Expect::File,
+        cache::safe::Access::Read,
+    ) {
         Ok(f) => matches!(f.try_lock(), Err(std::fs::TryLockError::WouldBlock)),
         Err(_) => false,
     }

@@ -355,8 +355,18 @@ fn same_platform(recorded: &str, want: &pull::Platform) -> bool {
 
 /// Records the image's last use (for `images` and `cache prune --older-than`): the only
 /// write a warm run makes to the cache, and at most one a minute per image.
+/// A stamp that cannot be written (a FIFO or symlink another member planted, a read-only
+/// cache) is said, and the run goes on: the stamp only ages the image for `prune`.
 fn stamp_last_used(cache: &Cache, rec: &ImageRecord) {
-    cache.stamp_used(&rec.manifest);
+    if let Err(e) = cache.stamp_used(&rec.manifest) {
+        eprintln!(
+            "lpmx-job[{}]: warning: not recording the last use of {}: {e}",
+            lpmx_job::host::hostname(),
+            rec.names
+                .first()
+                .map_or(rec.manifest.as_str(), |n| n.as_str())
+        );
+    }
 }
 
 /// Runs this program again with the same arguments, telling it which image to run; returns

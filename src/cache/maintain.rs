@@ -173,17 +173,15 @@ pub fn remove_entry(cache: &Cache, path: &Path, log: &dyn Fn(&str)) -> Result<()
         Some(d) => Some(cache.lock(d, &format!("removing {}", path.display()), log)?),
         None => None,
     };
-    let work = cache.work_dir()?;
-    let parked = work.path().join("removed");
-    match std::fs::rename(path, &parked) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::Io {
-            path: path.to_path_buf(),
-            source: e,
-        }),
+    // Says whose entry goes; another member's is refused (Error::NotYours), see unpublish.
+    if let Some((_work, owner)) = cache.unpublish(path)? {
+        log(&format!(
+            "removed {} (published by {owner})",
+            path.display()
+        ));
     }
-    // `work` is dropped here, removing what was parked in it.
+    Ok(())
+    // `_work` is dropped here, removing what was parked in it.
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -193,6 +191,8 @@ pub struct Pruned {
     pub layers: u64,
     pub blobs: u64,
     pub bytes: u64,
+    /// Entries other members published, which only they can remove: said, not failed on.
+    pub kept: Vec<String>,
 }
 
 /// Forgets images unused for `older_than` seconds, then removes layers and blobs that no
@@ -203,7 +203,15 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
     let mut keep: Vec<ImageRecord> = Vec::new();
     for img in cache.images()? {
         if older_than.is_some_and(|age| now.saturating_sub(cache.last_used(&img)) > age) {
-            remove_entry(cache, &cache.image_path(&img.manifest), log)?;
+            match remove_entry(cache, &cache.image_path(&img.manifest), log) {
+                Err(e @ Error::NotYours { .. }) => {
+                    log(&format!("keeping {}: {e}", img.names.join(", ")));
+                    out.kept.push(e.to_string());
+                    keep.push(img);
+                    continue;
+                }
+                r => r?,
+            }
             let _ = std::fs::remove_file(
                 cache
                     .root()
@@ -240,13 +248,11 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
             let mut _marker = None;
             if kind == TREES {
                 let marker = e.path().with_extension("inuse");
-                if let Ok(f) = std::fs::OpenOptions::new()
-                    .read(true)
-                    .write(true)
-                    .create(true)
-                    .truncate(false)
-                    .open(&marker)
-                {
+                if let Ok(f) = super::safe::open_or_create(
+                    &marker,
+                    super::safe::Access::Read,
+                    super::FILE_MODE,
+                ) {
                     if f.try_lock().is_err() {
                         log(&format!(
                             "keeping {}: a running container uses it",
@@ -257,8 +263,16 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
                     _marker = Some((f, marker));
                 }
             }
-            out.bytes += du(&e.path());
-            remove_entry(cache, &e.path(), log)?;
+            let bytes = du(&e.path());
+            match remove_entry(cache, &e.path(), log) {
+                Err(e @ Error::NotYours { .. }) => {
+                    log(&format!("keeping {e}"));
+                    out.kept.push(e.to_string());
+                    continue;
+                }
+                r => r?,
+            }
+            out.bytes += bytes;
             if let Some((_f, marker)) = _marker.take() {
                 let _ = std::fs::remove_file(marker);
             }

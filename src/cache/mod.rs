@@ -6,16 +6,23 @@
 //! CACHE/images-v1/HEX.json    an image (by manifest digest): config, layers, names, last use
 //! CACHE/refs-v1/HEX.json      a name (by sha256 of "registry/repo:tag") -> manifest digest
 //! CACHE/locks-v1/HEX.lock     one lock file per digest, naming its holder
-//! CACHE/tmp-v1/HOST.PID.N/    private work areas, published by one rename
+//! CACHE/tmp-v1/HOST.PID.RAND/ private work areas, published by one rename
+//! CACHE/users-v1/UID/         with `cache.trust: self`, a user's own entries (same layout)
 //! ```
 //! Entries are immutable once published; a directory or file exists under its final name only
 //! when complete. The `-v1` suffixes let a later format live beside this one.
+//!
+//! A group cache (`cache.group`) is written by several users, so nothing in it is trusted to
+//! be what its name says (issue 11): every open goes through [`safe`] (no symlinks followed,
+//! nothing but a regular file or directory opened, FIFOs never waited on); temporary names are
+//! random and created exclusively; published entries are read-only (no group or other write);
+//! the top-level directories are setgid and sticky, so a member can neither rename nor remove
+//! another member's entries. Whose entries a user takes is `cache.trust`.
 
 use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -54,14 +61,64 @@ pub enum Error {
     Group { group: String, why: String },
     #[error("cache record {path} is damaged: {why}; `lpmx-job cache verify --repair` rebuilds it")]
     Damaged { path: PathBuf, why: String },
+    /// A name in the cache that is not what lpmx-job makes there (a symlink, a FIFO...).
+    #[error("cache entry {}", .0)]
+    Unexpected(safe::Unexpected),
+    /// An entry another user published, which this user cannot remove (sticky directories).
+    #[error(
+        "{path} was published by {owner}; only they (or the owner of the cache directory) can \
+         remove it"
+    )]
+    NotYours { path: PathBuf, owner: String },
+    #[error(
+        "{path} should be your own private area of the group cache (cache.trust: self) but \
+         belongs to {owner}; ask them or the site's administrators to remove it, or set \
+         cache.trust: group"
+    )]
+    Squatted { path: PathBuf, owner: String },
+}
+
+impl Error {
+    /// The error an io call on `path` gave, keeping a refused name's own description.
+    pub fn at(path: &Path, source: std::io::Error) -> Error {
+        if safe::as_unexpected(&source).is_some() {
+            if let Some(inner) = source.into_inner() {
+                if let Ok(u) = inner.downcast::<safe::Unexpected>() {
+                    return Error::Unexpected(*u);
+                }
+            }
+            unreachable!("checked above");
+        }
+        Error::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound)
+    }
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
-    move |source| Error::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| Error::at(path, source)
 }
+
+pub mod safe;
+use safe::{Access, Expect};
+
+/// Modes of what the cache publishes: no one but the publisher may change an entry. Records
+/// and blobs are read-only even to their owner. An entry's directories keep the owner's write
+/// bit: the owner could chmod it back anyway, so 0555 would protect against no one, and it
+/// made `rm -rf` of one's own cache fail (contrib/examples/hello.sh does that).
+pub const FILE_MODE: u32 = 0o444;
+pub const DIR_MODE: u32 = 0o755;
+/// Files any member must be able to open for writing: lock files (OFD write locks and the
+/// holder's note) and last-use stamps (futimens to now needs write access).
+pub const SHARED_FILE_MODE: u32 = 0o664;
+/// Added to the top-level directories of a group cache: setgid (entries take the group) and
+/// sticky (members cannot rename or remove each other's entries), group rwx.
+const TOP_GROUP_BITS: u32 = 0o3070;
 
 pub const BLOBS: &str = "blobs-v1";
 pub const LAYERS: &str = "layers-v1";
@@ -71,6 +128,9 @@ pub const LOCKS: &str = "locks-v1";
 pub const TMP: &str = "tmp-v1";
 /// Flattened image trees, built by `rootfs`.
 pub const TREES: &str = "trees-v1";
+/// Per-user areas of a group cache under `cache.trust: self`.
+pub const USERS: &str = "users-v1";
+const TOP: [&str; 7] = [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES];
 
 pub fn now() -> u64 {
     SystemTime::now()
@@ -163,9 +223,20 @@ pub struct Cache {
     lock_mode: lock::Mode,
     /// Searched for layers before `root`; never written.
     readonly: Vec<PathBuf>,
+    /// Under `cache.trust: self`, the group cache, read for entries the user or root owns;
+    /// `root` is then the user's own area of it.
+    shared: Option<PathBuf>,
+    uid: u32,
 }
 
-static TMP_SEQ: AtomicU32 = AtomicU32::new(0);
+/// `cache.trust`: whose entries of a group cache to use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Trust {
+    /// Every member's, as one's own.
+    Group,
+    /// Only one's own and root's (the site's); the rest is pulled again into `users-v1/UID`.
+    Own,
+}
 
 impl Cache {
     /// Opens (creating) a cache. The lock mode is `forced` when configured; otherwise the
@@ -178,22 +249,15 @@ impl Cache {
         readonly: Vec<PathBuf>,
         forced: Option<lock::Mode>,
     ) -> Result<Cache> {
-        // TREES is made last: once it exists, so do the others (a warm start checks one).
-        if !root.join(TREES).is_dir() {
-            for d in [BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES] {
-                let p = root.join(d);
-                std::fs::create_dir_all(&p).map_err(|e| Error::Io {
-                    path: p.clone(),
-                    source: e,
-                })?;
-            }
-        }
+        make_tops(root)?;
         let mut cache = Cache {
             root: root.to_path_buf(),
             group: None,
             lock_timeout,
             lock_mode: lock::Mode::Flock,
             readonly,
+            shared: None,
+            uid: crate::host::uid(),
         };
         cache.lock_mode = match forced {
             Some(m) => m,
@@ -202,10 +266,15 @@ impl Cache {
         Ok(cache)
     }
 
-    /// Shares the cache with a group: its directories become group-owned, group-writable and
-    /// setgid (so everything created below inherits the group), and this process creates
-    /// files group-writable. Refused when the user is not in the group.
-    pub fn share_with_group(&mut self, name: &str) -> Result<()> {
+    /// Shares the cache with a group. Its top-level directories that this user owns become
+    /// group-owned, group-writable, setgid and sticky (see the module's doc); those of another
+    /// member or of the site are left as their owner made them. Every one is opened without
+    /// following a symlink and changed through its descriptor: a member who replaced one with
+    /// a symlink to a victim's home would otherwise have it chowned and made group-writable
+    /// (issue 11 D2). A top-level name that is not a directory is refused, naming its owner.
+    /// Refused when the user is not in the group. The process umask is left alone: modes are
+    /// set explicitly where the cache writes, so the task's own files keep the user's umask.
+    pub fn share_with_group(&mut self, name: &str, trust: Trust) -> Result<()> {
         let err = |why: String| Error::Group {
             group: name.to_string(),
             why,
@@ -225,35 +294,104 @@ impl Cache {
                 crate::host::user_name()
             )));
         }
-        // SAFETY: umask only changes this process's file creation mask.
-        unsafe { libc::umask(0o002) };
-        let me = crate::host::uid();
-        for d in std::iter::once(PathBuf::new())
-            .chain([BLOBS, LAYERS, IMAGES, REFS, LOCKS, TMP, TREES].map(PathBuf::from))
-        {
+        // The root itself is the configured path, which may be a site's symlink: followed.
+        let root = std::fs::File::open(&self.root).map_err(io(&self.root))?;
+        self.share_dir(&root, &self.root, gid)?;
+        for d in TOP {
             let p = self.root.join(d);
-            let meta = std::fs::metadata(&p).map_err(io(&p))?;
-            use std::os::unix::fs::MetadataExt;
-            if meta.uid() != me {
-                continue;
-            }
-            std::os::unix::fs::chown(&p, None, Some(gid)).map_err(io(&p))?;
-            std::fs::set_permissions(
-                &p,
-                std::fs::Permissions::from_mode(meta.mode() & 0o7777 | 0o2070),
-            )
-            .map_err(io(&p))?;
+            let f = open_top(&p)?;
+            self.share_dir(&f, &p, gid)?;
         }
         self.group = Some(gid);
+        if trust == Trust::Own {
+            self.own_area()?;
+        }
         Ok(())
     }
 
-    /// Gives the group what it needs in a freshly built tree: read on files, and read, write
-    /// and search on directories so any member can prune it later. A no-op without a group.
-    pub fn share_tree(&self, root: &Path) -> Result<()> {
-        if self.group.is_none() {
+    fn share_dir(&self, f: &File, p: &Path, gid: u32) -> Result<()> {
+        use std::os::fd::AsRawFd;
+        let (uid, fgid, mode) = safe::owner_and_mode(f).map_err(io(p))?;
+        if uid != self.uid {
             return Ok(());
         }
+        if fgid != gid {
+            // SAFETY: fchown on a descriptor we hold; -1 keeps the owner.
+            if unsafe { libc::fchown(f.as_raw_fd(), u32::MAX, gid) } != 0 {
+                return Err(Error::at(p, std::io::Error::last_os_error()));
+            }
+        }
+        let want = (mode & 0o7777) | TOP_GROUP_BITS;
+        // Only when it differs: a metadata write per directory per task on a shared
+        // filesystem is not free, and after the first it is always the same.
+        if fgid != gid || mode & 0o7777 != want {
+            safe::fchmod(f, want).map_err(io(p))?;
+        }
+        Ok(())
+    }
+
+    /// `cache.trust: self`: this user's entries go to `users-v1/UID` of the group cache, and
+    /// the group cache is read only for entries this user or root owns.
+    ///
+    /// Why an area inside the group cache rather than the user's private cache or per-user
+    /// names beside the shared entries: it is on the same filesystem, so trees still hard-link
+    /// the trusted shared layers and quotas fall where the site put the cache; it keeps the
+    /// layout of a cache, so every reader and `prune` work on it unchanged; and no shared name
+    /// is ever contested, since nothing this user writes lands where another member's entry
+    /// may already sit. A member can create `users-v1/UID` first to deny it: that is refused
+    /// loudly (naming them), never used.
+    fn own_area(&mut self) -> Result<()> {
+        let users = self.root.join(USERS);
+        match std::fs::create_dir(&users) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::at(&users, e)),
+        }
+        let f = safe::open(&users, Expect::Dir, Access::Read).map_err(io(&users))?;
+        if let Some(gid) = self.group {
+            self.share_dir(&f, &users, gid)?;
+        }
+        let mine = users.join(self.uid.to_string());
+        match std::fs::create_dir(&mine) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(Error::at(&mine, e)),
+        }
+        let f = safe::open(&mine, Expect::Dir, Access::Read).map_err(io(&mine))?;
+        let (uid, _, _) = safe::owner_and_mode(&f).map_err(io(&mine))?;
+        if uid != self.uid {
+            return Err(Error::Squatted {
+                path: mine,
+                owner: safe::owner_name(uid),
+            });
+        }
+        safe::fchmod(&f, 0o700).map_err(io(&mine))?;
+        make_tops(&mine)?;
+        self.shared = Some(std::mem::replace(&mut self.root, mine));
+        self.group = None;
+        Ok(())
+    }
+
+    /// Whether an entry owned by `uid` in the group cache is used (see [`Trust`]).
+    fn trusted(&self, uid: u32) -> bool {
+        uid == self.uid || uid == 0
+    }
+
+    /// Where readers look, in order: read-only site caches, the group cache (only entries of
+    /// trusted owners, under `cache.trust: self`), this cache.
+    fn sources(&self) -> impl Iterator<Item = (&Path, bool)> {
+        self.readonly
+            .iter()
+            .map(|p| (p.as_path(), false))
+            .chain(self.shared.iter().map(|p| (p.as_path(), true)))
+            .chain(std::iter::once((self.root.as_path(), false)))
+    }
+
+    /// Readies a freshly built tree for publishing: no one but its owner may write anything in
+    /// it (a layer's 1777 /tmp would otherwise be a directory every user can write in the
+    /// cache), and with a group the group may read everything. Symlinks are left alone:
+    /// their mode means nothing and chmod would follow them.
+    pub fn share_tree(&self, root: &Path) -> Result<()> {
         use std::os::unix::fs::MetadataExt;
         for e in walkdir::WalkDir::new(root) {
             let e = e.map_err(|e| Error::Io {
@@ -267,13 +405,16 @@ impl Cache {
                 path: e.path().unwrap_or(root).to_path_buf(),
                 source: e.into(),
             })?;
-            let add = if meta.is_dir() { 0o2070 } else { 0o040 };
-            if meta.mode() & add != add {
-                std::fs::set_permissions(
-                    e.path(),
-                    std::fs::Permissions::from_mode(meta.mode() & 0o7777 | add),
-                )
-                .map_err(io(e.path()))?;
+            let mode = meta.mode() & 0o7777;
+            let add = match self.group {
+                None => 0,
+                Some(_) if meta.is_dir() => 0o050,
+                Some(_) => 0o040 | (mode & 0o100) >> 3,
+            };
+            let want = (mode & !0o022) | add;
+            if mode != want {
+                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(want))
+                    .map_err(io(e.path()))?;
             }
         }
         Ok(())
@@ -281,10 +422,16 @@ impl Cache {
 
     fn recorded_lock_mode(&self) -> Result<lock::Mode> {
         let record = self.root.join(LOCKS).join("MODE");
-        if let Ok(text) = std::fs::read_to_string(&record) {
+        if let Some(text) = safe::read(&record).map_err(io(&record))? {
+            let text = String::from_utf8_lossy(&text);
             if let Some(m) = text.split_whitespace().next().and_then(|w| w.parse().ok()) {
                 return Ok(m);
             }
+        }
+        // The first use of a cache writes in tmp-v1 and locks-v1: in a group cache another
+        // member may have made either a symlink to somewhere of the user's (issue 11 D2).
+        for d in [TMP, LOCKS] {
+            open_top(&self.root.join(d))?;
         }
         let probe =
             lock::probe(&self.root.join(TMP), Duration::from_secs(10)).map_err(|e| Error::Io {
@@ -301,8 +448,10 @@ impl Cache {
             lock::describe(probe.fcntl_ofd)
         );
         // First writer wins: a hard link fails if another process recorded a mode already.
-        let tmp = self.root.join(TMP).join(tmp_name());
-        std::fs::write(&tmp, note).map_err(io(&tmp))?;
+        let tmp_dir = self.root.join(TMP);
+        let (tmp, mut f) = safe::create_file_random(&tmp_dir, FILE_MODE).map_err(io(&tmp_dir))?;
+        f.write_all(note.as_bytes()).map_err(io(&tmp))?;
+        drop(f);
         let linked = std::fs::hard_link(&tmp, &record);
         let _ = std::fs::remove_file(&tmp);
         match linked {
@@ -330,11 +479,16 @@ impl Cache {
 
     /// `KIND/HEX/` in a read-only site cache or this one, if complete (holds `marker`).
     pub fn find_entry(&self, kind: &str, d: &Digest, marker: &str) -> Option<PathBuf> {
-        self.readonly
-            .iter()
-            .chain(std::iter::once(&self.root))
-            .map(|r| r.join(kind).join(d.hex()))
-            .find(|p| p.join(marker).is_file())
+        use std::os::unix::fs::MetadataExt;
+        self.sources()
+            .map(|(r, check)| (r.join(kind).join(d.hex()), check))
+            .find(|(p, check)| {
+                // Only a real directory: a symlink here would lead anywhere.
+                std::fs::symlink_metadata(p)
+                    .is_ok_and(|m| m.is_dir() && (!check || self.trusted(m.uid())))
+                    && std::fs::symlink_metadata(p.join(marker)).is_ok_and(|m| m.is_file())
+            })
+            .map(|(p, _)| p)
     }
 
     pub fn layer_dir(&self, d: &Digest) -> PathBuf {
@@ -344,10 +498,12 @@ impl Cache {
     /// A small blob (manifest, config), checked against its digest on every read so that a
     /// damaged cache is noticed rather than trusted.
     pub fn read_blob(&self, d: &Digest) -> Result<Option<Vec<u8>>> {
-        for root in self.readonly.iter().chain(std::iter::once(&self.root)) {
+        for (root, check) in self.sources() {
             let p = root.join(BLOBS).join(d.hex());
-            match std::fs::read(&p) {
-                Ok(bytes) => {
+            match safe::read_owned(&p) {
+                Ok(None) => continue,
+                Ok(Some((_, uid))) if check && !self.trusted(uid) => continue,
+                Ok(Some((bytes, _))) => {
                     let actual = sha256(&bytes);
                     if &actual != d {
                         return Err(Error::Damaged {
@@ -357,8 +513,7 @@ impl Cache {
                     }
                     return Ok(Some(bytes));
                 }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::Io { path: p, source: e }),
+                Err(e) => return Err(Error::at(&p, e)),
             }
         }
         Ok(None)
@@ -375,7 +530,7 @@ impl Cache {
             });
         }
         let dest = self.blob_path(d);
-        if dest.is_file() {
+        if std::fs::symlink_metadata(&dest).is_ok_and(|m| m.is_file()) {
             return Ok(dest);
         }
         self.write_atomic(&dest, bytes)?;
@@ -383,26 +538,39 @@ impl Cache {
     }
 
     /// Writes a file under a temporary name beside `dest`, then renames it over `dest`.
+    /// The file is read-only (`FILE_MODE`) whatever the umask. In a group cache, a file of
+    /// another member's under `dest` cannot be replaced (the directory is sticky): EPERM.
     pub fn write_atomic(&self, dest: &Path, bytes: &[u8]) -> Result<()> {
-        let tmp = self.root.join(TMP).join(tmp_name());
-        let mut f = File::create(&tmp).map_err(io(&tmp))?;
+        let tmp_dir = self.root.join(TMP);
+        let (tmp, mut f) = safe::create_file_random(&tmp_dir, FILE_MODE).map_err(io(&tmp_dir))?;
         f.write_all(bytes)
             .and_then(|_| f.sync_data())
             .map_err(io(&tmp))?;
         drop(f);
         std::fs::rename(&tmp, dest).map_err(|e| {
             let _ = std::fs::remove_file(&tmp);
-            Error::Io {
-                path: dest.to_path_buf(),
-                source: e,
+            // Most likely another member's file in a sticky directory: say what it is.
+            use std::os::unix::fs::MetadataExt;
+            match std::fs::symlink_metadata(dest) {
+                Ok(m) if !m.is_file() => Error::Unexpected(safe::Unexpected {
+                    path: dest.to_path_buf(),
+                    found: safe::kind_name(m.mode()),
+                    owner: safe::owner_name(m.uid()),
+                    expected: "a regular file",
+                }),
+                Ok(m) if m.uid() != self.uid => Error::NotYours {
+                    path: dest.to_path_buf(),
+                    owner: safe::owner_name(m.uid()),
+                },
+                _ => Error::at(dest, e),
             }
         })
     }
 
     /// A private work directory, removed when dropped unless published.
     pub fn work_dir(&self) -> Result<WorkDir> {
-        let p = self.root.join(TMP).join(tmp_name());
-        std::fs::create_dir(&p).map_err(io(&p))?;
+        let tmp = self.root.join(TMP);
+        let p = safe::create_dir_random(&tmp).map_err(io(&tmp))?;
         Ok(WorkDir { path: Some(p) })
     }
 
@@ -410,8 +578,22 @@ impl Cache {
     /// published the same content first, ours is thrown away: entries are immutable.
     pub fn publish(&self, mut work: WorkDir, dest: &Path) -> Result<()> {
         let src = work.path.take().expect("work dir present until published");
+        // Held across the rename, to make the published entry read-only through the same
+        // inode: a directory moved to another parent must stay writable until it has moved.
+        let held = safe::open(&src, Expect::Dir, Access::Read).map_err(io(&src));
+        let held = match held {
+            Ok(f) => f,
+            Err(e) => {
+                remove_tree(&src);
+                return Err(e);
+            }
+        };
+        if let Err(e) = seal_top(&held, &src) {
+            remove_tree(&src);
+            return Err(e);
+        }
         match std::fs::rename(&src, dest) {
-            Ok(()) => Ok(()),
+            Ok(()) => safe::fchmod(&held, DIR_MODE).map_err(io(dest)),
             Err(e)
                 if dest.join("layer.json").is_file()
                     || matches!(e.raw_os_error(), Some(libc::ENOTEMPTY) | Some(libc::EEXIST)) =>
@@ -426,6 +608,38 @@ impl Cache {
                     source: e,
                 })
             }
+        }
+    }
+
+    /// Takes a published entry out of the cache into a work area (which removes it when
+    /// dropped), so a reader never sees half of it; gives the area and the entry's owner, or
+    /// None if the entry is gone. Only this user's own entries: another member's cannot be
+    /// moved out of a sticky directory, nor emptied (read-only, theirs), so they are refused
+    /// as [`Error::NotYours`], naming the owner, before anything is tried.
+    pub fn unpublish(&self, path: &Path) -> Result<Option<(WorkDir, String)>> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = match std::fs::symlink_metadata(path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(Error::at(path, e)),
+        };
+        let owner = safe::owner_name(meta.uid());
+        if meta.uid() != self.uid {
+            return Err(Error::NotYours {
+                path: path.to_path_buf(),
+                owner,
+            });
+        }
+        if meta.is_dir() {
+            // A directory moved to another parent must be writable (its `..` changes).
+            let f = safe::open(path, Expect::Dir, Access::Read).map_err(io(path))?;
+            safe::fchmod(&f, 0o700).map_err(io(path))?;
+        }
+        let work = self.work_dir()?;
+        match std::fs::rename(path, work.path().join("removed")) {
+            Ok(()) => Ok(Some((work, owner))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::at(path, e)),
         }
     }
 
@@ -483,8 +697,40 @@ impl Cache {
             .join(format!("{}.json", sha256(name.as_bytes()).hex()))
     }
 
+    /// This user's own record of a name whose shared record belongs to another member (who
+    /// alone can replace it in the sticky directory): `refs-v1/HEX.UID.json`.
+    fn ref_override_path(&self, name: &str) -> PathBuf {
+        self.root.join(REFS).join(format!(
+            "{}.{}.json",
+            sha256(name.as_bytes()).hex(),
+            self.uid
+        ))
+    }
+
+    /// What a name stands for: the newest of this cache's record, this user's own override
+    /// of it, and (under `cache.trust: self`) a record of the group cache this user or root
+    /// wrote.
     pub fn read_ref(&self, name: &str) -> Result<Option<RefRecord>> {
-        read_json(&self.ref_path(name))
+        let mut found: Option<RefRecord> = None;
+        let file = format!("{}.json", sha256(name.as_bytes()).hex());
+        let mut candidates = vec![
+            (self.ref_path(name), false),
+            (self.ref_override_path(name), false),
+        ];
+        if let Some(s) = &self.shared {
+            candidates.push((s.join(REFS).join(&file), true));
+        }
+        for (p, check) in candidates {
+            if let Some((rec, uid)) = read_json_owned::<RefRecord>(&p)? {
+                if check && !self.trusted(uid) {
+                    continue;
+                }
+                if found.as_ref().is_none_or(|f| rec.fetched > f.fetched) {
+                    found = Some(rec);
+                }
+            }
+        }
+        Ok(found)
     }
 
     pub fn write_ref(&self, name: &str, manifest: &Digest) -> Result<()> {
@@ -493,10 +739,30 @@ impl Cache {
             manifest: manifest.clone(),
             fetched: now(),
         };
-        self.write_atomic(
-            &self.ref_path(name),
-            &serde_json::to_vec_pretty(&rec).expect("serializes"),
-        )
+        let bytes = serde_json::to_vec_pretty(&rec).expect("serializes");
+        let p = self.ref_path(name);
+        match self.foreign_owner(&p) {
+            None => self.write_atomic(&p, &bytes),
+            Some(_) => {
+                // Another member's record: theirs to replace. Nothing to say if it agrees;
+                // otherwise this user keeps its own record of the name beside it.
+                let theirs = read_json::<RefRecord>(&p).ok().flatten();
+                if theirs.is_some_and(|t| &t.manifest == manifest) {
+                    let _ = std::fs::remove_file(self.ref_override_path(name));
+                    return Ok(());
+                }
+                self.write_atomic(&self.ref_override_path(name), &bytes)
+            }
+        }
+    }
+
+    /// The owner of `p` if it exists and is not this user.
+    fn foreign_owner(&self, p: &Path) -> Option<u32> {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::symlink_metadata(p)
+            .ok()
+            .map(|m| m.uid())
+            .filter(|&u| u != self.uid)
     }
 
     pub fn image_path(&self, manifest: &Digest) -> PathBuf {
@@ -505,8 +771,21 @@ impl Cache {
             .join(format!("{}.json", manifest.hex()))
     }
 
+    /// An image's record: this cache's, or (under `cache.trust: self`) the group cache's if
+    /// this user or root wrote it.
     pub fn read_image(&self, manifest: &Digest) -> Result<Option<ImageRecord>> {
-        read_json(&self.image_path(manifest))
+        if let Some(rec) = read_json(&self.image_path(manifest))? {
+            return Ok(Some(rec));
+        }
+        if let Some(s) = &self.shared {
+            let p = s.join(IMAGES).join(format!("{}.json", manifest.hex()));
+            if let Some((rec, uid)) = read_json_owned(&p)? {
+                if self.trusted(uid) {
+                    return Ok(Some(rec));
+                }
+            }
+        }
+        Ok(None)
     }
 
     /// Records an image, merging its names with those of an earlier record. Concurrent
@@ -516,13 +795,22 @@ impl Cache {
         if let Some(old) = self.read_image(&rec.manifest)? {
             // Nothing new to say: a warm pull or run of a known name writes no record.
             if rec.names.iter().all(|n| old.names.contains(n)) {
-                self.stamp_used(&rec.manifest);
+                let _ = self.stamp_used(&rec.manifest);
                 return Ok(old);
             }
             for n in old.names {
                 if !rec.names.contains(&n) {
                     rec.names.push(n);
                 }
+            }
+            // Another member's record cannot be replaced (sticky directory); the new name is
+            // still found through its ref.
+            if self
+                .foreign_owner(&self.image_path(&rec.manifest))
+                .is_some()
+            {
+                let _ = self.stamp_used(&rec.manifest);
+                return Ok(rec);
             }
         }
         self.write_atomic(
@@ -535,24 +823,22 @@ impl Cache {
     /// Records that an image was just used, as the mtime of `images-v1/HEX.used`: a stamp
     /// per run, not a rewrite of the record, and skipped when stamped in the last minute, so
     /// 512 tasks starting at once cost the shared filesystem a few stats.
-    pub fn stamp_used(&self, manifest: &Digest) {
+    ///
+    /// The stamp is group-writable (any member's run moves it), so it is opened as
+    /// [`safe::open`] does: a FIFO planted there is refused, not waited on (issue 11 D5).
+    pub fn stamp_used(&self, manifest: &Digest) -> Result<()> {
         let p = self
             .root
             .join(IMAGES)
             .join(format!("{}.used", manifest.hex()));
-        let fresh = std::fs::metadata(&p)
+        let fresh = std::fs::symlink_metadata(&p)
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
         if !fresh {
-            if let Ok(f) = File::options()
-                .create(true)
-                .truncate(false)
-                .write(true)
-                .open(&p)
-            {
-                let _ = f.set_modified(std::time::SystemTime::now());
-            }
+            let f = safe::open_or_create(&p, Access::Write, SHARED_FILE_MODE).map_err(io(&p))?;
+            safe::touch(&f).map_err(io(&p))?;
         }
+        Ok(())
     }
 
     /// When the image was last pulled or run.
@@ -561,7 +847,7 @@ impl Cache {
             .root
             .join(IMAGES)
             .join(format!("{}.used", rec.manifest.hex()));
-        let stamped = std::fs::metadata(p)
+        let stamped = std::fs::symlink_metadata(p)
             .and_then(|m| m.modified())
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
@@ -570,12 +856,21 @@ impl Cache {
     }
 
     pub fn images(&self) -> Result<Vec<ImageRecord>> {
-        let dir = self.root.join(IMAGES);
-        let mut out = Vec::new();
-        for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
-            let p = entry.map_err(io(&dir))?.path();
-            if p.extension().is_some_and(|e| e == "json") {
-                if let Some(mut rec) = read_json::<ImageRecord>(&p)? {
+        let mut out: Vec<ImageRecord> = Vec::new();
+        let dirs = std::iter::once((self.root.join(IMAGES), false))
+            .chain(self.shared.iter().map(|s| (s.join(IMAGES), true)));
+        for (dir, check) in dirs {
+            for entry in std::fs::read_dir(&dir).map_err(io(&dir))? {
+                let p = entry.map_err(io(&dir))?.path();
+                if p.extension().is_none_or(|e| e != "json") {
+                    continue;
+                }
+                if let Some((mut rec, uid)) = read_json_owned::<ImageRecord>(&p)? {
+                    if (check && !self.trusted(uid))
+                        || out.iter().any(|o| o.manifest == rec.manifest)
+                    {
+                        continue;
+                    }
                     rec.last_used = self.last_used(&rec);
                     out.push(rec);
                 }
@@ -597,7 +892,7 @@ impl Cache {
         for e in entries.flatten() {
             let name = e.file_name().to_string_lossy().into_owned();
             let mut parts = name.rsplitn(3, '.');
-            let (_seq, pid, host) = (parts.next(), parts.next(), parts.next());
+            let (_random, pid, host) = (parts.next(), parts.next(), parts.next());
             let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), host) else {
                 continue;
             };
@@ -629,28 +924,69 @@ fn process_alive(pid: i32) -> bool {
     }
 }
 
-fn tmp_name() -> String {
-    format!(
-        "{}.{}.{}",
-        crate::host::hostname(),
-        std::process::id(),
-        TMP_SEQ.fetch_add(1, Ordering::Relaxed)
-    )
+/// A top-level directory, opened as [`safe::open`] does; made again if it went missing (a
+/// warm start checks only that `trees-v1` exists).
+fn open_top(p: &Path) -> Result<File> {
+    match safe::open(p, Expect::Dir, Access::Read) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            match std::fs::create_dir(p) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(Error::at(p, e))
+                }
+                _ => {}
+            }
+            safe::open(p, Expect::Dir, Access::Read).map_err(io(p))
+        }
+        r => r.map_err(io(p)),
+    }
+}
+
+/// Creates the top-level directories a cache lacks. TREES is made last: once it exists, so
+/// do the others (a warm start checks one).
+fn make_tops(root: &Path) -> Result<()> {
+    if !std::fs::symlink_metadata(root.join(TREES)).is_ok_and(|m| m.is_dir()) {
+        for d in TOP {
+            let p = root.join(d);
+            std::fs::create_dir_all(&p).map_err(io(&p))?;
+        }
+    }
+    Ok(())
+}
+
+/// Makes what a work area holds beside its tree read-only before it is published: records
+/// (`layer.json`, `tree.json`) are files of [`FILE_MODE`] and other directories (a tree's
+/// `mnt`) of [`DIR_MODE`]. `root/` had [`Cache::share_tree`].
+fn seal_top(dir: &File, path: &Path) -> Result<()> {
+    for e in std::fs::read_dir(path).map_err(io(path))? {
+        let e = e.map_err(io(path))?;
+        let p = e.path();
+        let t = e.file_type().map_err(io(&p))?;
+        if t.is_file() {
+            let f = safe::open(&p, Expect::File, Access::Read).map_err(io(&p))?;
+            safe::fchmod(&f, FILE_MODE).map_err(io(&p))?;
+        } else if t.is_dir() && e.file_name() != "root" {
+            let f = safe::open(&p, Expect::Dir, Access::Read).map_err(io(&p))?;
+            safe::fchmod(&f, DIR_MODE).map_err(io(&p))?;
+        }
+    }
+    let _ = dir;
+    Ok(())
 }
 
 fn read_json<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<T>> {
-    match std::fs::read(p) {
-        Ok(b) => serde_json::from_slice(&b)
-            .map(Some)
+    Ok(read_json_owned(p)?.map(|(t, _)| t))
+}
+
+/// A JSON record and its owner, read as [`safe::open`] does.
+fn read_json_owned<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<(T, u32)>> {
+    match safe::read_owned(p).map_err(io(p))? {
+        Some((b, uid)) => serde_json::from_slice(&b)
+            .map(|t| Some((t, uid)))
             .map_err(|e| Error::Damaged {
                 path: p.to_path_buf(),
                 why: e.to_string(),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(Error::Io {
-            path: p.to_path_buf(),
-            source: e,
-        }),
+        None => Ok(None),
     }
 }
 

@@ -778,6 +778,7 @@ impl Ctx<'_> {
             }
         };
         let lower = self.spec.tree.join("root");
+        self.premake_parents(&lower, &upper);
         let opts = [&lower, &upper, &work]
             .iter()
             .map(|p| overlay_escape(p))
@@ -798,6 +799,75 @@ impl Ctx<'_> {
             0,
             Some(&data),
         ))
+    }
+
+    /// Makes, in the upper layer before overlayfs is mounted, the directories that mount
+    /// points will be created in, where the image's own belong to ids this namespace does not
+    /// map. Creating `/home/USER` in the overlay copies `/home` up first, and copy-up gives the
+    /// copy the lower directory's owner and group: for a tree of a group cache (group-owned,
+    /// or another member's) those are not mapped and the kernel refuses with EOVERFLOW, so
+    /// the default binds of $HOME, /etc/hosts and /etc/resolv.conf used to vanish (issue 11
+    /// D13). A rootless user namespace can map only the caller's own uid and gid, so the ids
+    /// cannot be mapped; a directory already in the upper layer needs no copy-up, and the
+    /// overlay merges it with the image's as usual. It takes the image directory's mode and
+    /// is owned by the user, as a copy-up in a private cache would be.
+    fn premake_parents(&self, lower: &Path, upper: &Path) {
+        let s = self.spec;
+        let mut dsts: Vec<&Path> = s
+            .default_binds
+            .iter()
+            .chain(&s.user_binds)
+            .map(|b| b.dst.as_path())
+            .collect();
+        dsts.extend([Path::new("/etc/passwd"), Path::new("/etc/group")]);
+        dsts.extend(
+            s.workdir
+                .iter()
+                .chain(&s.image_workdir)
+                .map(PathBuf::as_path),
+        );
+        let mapped =
+            |(uid, gid, _): (u32, u32, u32)| uid == s.ids.outside_uid && gid == s.ids.outside_gid;
+        for dst in dsts {
+            let Ok(w) = walk_in_root(self.sys, lower, dst) else {
+                continue;
+            };
+            // Only a mount point that must be created, in a directory of the image.
+            if w.kind.is_some() || w.existing_kind != Kind::Dir {
+                continue;
+            }
+            let Ok(rel) = w.existing().strip_prefix(lower) else {
+                continue;
+            };
+            let chain: Vec<PathBuf> = rel
+                .components()
+                .scan(PathBuf::new(), |acc, c| {
+                    acc.push(c);
+                    Some(acc.clone())
+                })
+                .collect();
+            let ids: Vec<_> = chain
+                .iter()
+                .map(|r| self.sys.lstat_ids(&lower.join(r)))
+                .collect();
+            if ids.iter().all(|i| i.as_ref().is_ok_and(|&i| mapped(i)))
+                || ids.iter().any(|i| i.is_err())
+            {
+                continue;
+            }
+            for (r, i) in chain.iter().zip(ids) {
+                let mode = i.map_or(0o755, |(_, _, m)| m & 0o7777);
+                let u = upper.join(r);
+                match self.sys.mkdir(&u, mode) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        (self.log)(&format!("not preparing {}: {e}", u.display()));
+                        break;
+                    }
+                }
+            }
+        }
     }
 
     /// Without overlayfs: the root is a directory of the tmpfs, made a mount point by binding

@@ -40,6 +40,10 @@ pub trait Syscall {
     /// before 5.12.
     fn set_read_only(&self, target: &Path, recursive: bool) -> io::Result<()>;
     fn lstat_kind(&self, path: &Path) -> io::Result<Kind>;
+    /// Owner, group and mode (`lstat`). Unsupported where there is no real file system.
+    fn lstat_ids(&self, _path: &Path) -> io::Result<(u32, u32, u32)> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
     fn stat_kind(&self, path: &Path) -> io::Result<Kind>;
     fn read_link(&self, path: &Path) -> io::Result<PathBuf>;
     fn read_dir(&self, path: &Path) -> io::Result<Vec<(OsString, Kind)>>;
@@ -224,6 +228,12 @@ impl Syscall for Real {
 
     fn lstat_kind(&self, path: &Path) -> io::Result<Kind> {
         Ok(kind_of(std::fs::symlink_metadata(path)?.file_type()))
+    }
+
+    fn lstat_ids(&self, path: &Path) -> io::Result<(u32, u32, u32)> {
+        use std::os::unix::fs::MetadataExt;
+        let m = std::fs::symlink_metadata(path)?;
+        Ok((m.uid(), m.gid(), m.mode()))
     }
 
     fn stat_kind(&self, path: &Path) -> io::Result<Kind> {

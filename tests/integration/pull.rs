@@ -667,23 +667,33 @@ fn a_group_shared_cache_is_setgid_and_group_writable() {
     for d in ["", "layers-v1", "blobs-v1", "locks-v1", "tmp-v1"] {
         let m = std::fs::metadata(root.join(d)).unwrap();
         assert_eq!(
-            m.mode() & 0o2070,
-            0o2070,
-            "{d}: setgid and group rwx, got {:o}",
+            m.mode() & 0o3070,
+            0o3070,
+            "{d}: setgid, sticky and group rwx, got {:o}",
             m.mode()
         );
         assert_eq!(m.gid(), gid);
     }
-    for e in walkdir::WalkDir::new(root.join("layers-v1")) {
+    // Published entries are the group's to read, no one's to write (issue 11).
+    for e in walkdir::WalkDir::new(root.join("layers-v1")).min_depth(1) {
         let e = e.unwrap();
-        if e.file_type().is_dir() {
-            assert_eq!(
-                e.metadata().unwrap().mode() & 0o070,
-                0o070,
-                "{} group-writable",
-                e.path().display()
-            );
+        if e.file_type().is_symlink() {
+            continue;
         }
+        let mode = e.metadata().unwrap().mode();
+        let want = if e.file_type().is_dir() { 0o050 } else { 0o040 };
+        assert_eq!(
+            mode & 0o070,
+            mode & 0o070 | want,
+            "{} group-readable",
+            e.path().display()
+        );
+        assert_eq!(
+            mode & 0o022,
+            0,
+            "{} writable by group or others: {mode:o}",
+            e.path().display()
+        );
     }
     // A group the user is not in is refused, naming it.
     let env2 = Env::new();
