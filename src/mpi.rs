@@ -115,9 +115,81 @@ pub enum Error {
         image_abi: Abi,
         image_lib: PathBuf,
     },
+    #[error(
+        "{image}: --mpi host: the host's {host_lib} needs glibc {needed}, but the image's C \
+         library ({image_libc}) is glibc {provided}: its loader would refuse it; run without \
+         --mpi host, or use an image built on a distribution with glibc {needed} or newer"
+    )]
+    Glibc {
+        image: String,
+        host_lib: PathBuf,
+        needed: GlibcVersion,
+        image_libc: PathBuf,
+        provided: GlibcVersion,
+    },
+    #[error(
+        "{image}: --mpi host: the image has no glibc (no libc.so.6 in {dirs}); the host's MPI \
+         library needs one, so it cannot be injected into this image"
+    )]
+    NoGlibc { image: String, dirs: String },
 }
 
 pub type Result<T> = std::result::Result<T, Error>;
+
+/// A glibc symbol version, `GLIBC_2.34` as (2, 34).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GlibcVersion(pub u32, pub u32);
+
+impl fmt::Display for GlibcVersion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.0, self.1)
+    }
+}
+
+impl GlibcVersion {
+    fn parse(tag: &[u8]) -> Option<GlibcVersion> {
+        let v = std::str::from_utf8(tag).ok()?.strip_prefix("GLIBC_")?;
+        let mut parts = v.split('.');
+        let major = parts.next()?.parse().ok()?;
+        let minor = parts.next().map_or(Some(0), |m| m.parse().ok())?;
+        Some(GlibcVersion(major, minor))
+    }
+}
+
+/// The newest `GLIBC_x.y` an ELF file asks of the C library (`needed`: its
+/// `.gnu.version_r`) or defines (a libc's own `.gnu.version_d`); None when it names none.
+pub fn glibc_version(path: &Path, needed: bool) -> std::io::Result<Option<GlibcVersion>> {
+    use object::read::elf::ElfFile64;
+    let bad = |e: object::read::Error| std::io::Error::other(format!("not a 64-bit ELF file: {e}"));
+    let data = std::fs::read(path)?;
+    let elf = ElfFile64::<object::Endianness>::parse(&*data).map_err(bad)?;
+    let endian = elf.endian();
+    let sections = elf.elf_section_table();
+    let mut best = None;
+    let mut take = |tag: &[u8]| {
+        if let Some(v) = GlibcVersion::parse(tag) {
+            best = best.max(Some(v));
+        }
+    };
+    if needed {
+        if let Some((mut needs, link)) = sections.gnu_verneed(endian, &*data).map_err(bad)? {
+            let strings = sections.strings(endian, &*data, link).map_err(bad)?;
+            while let Some((_, mut aux)) = needs.next().map_err(bad)? {
+                while let Some(a) = aux.next().map_err(bad)? {
+                    take(a.name(endian, strings).map_err(bad)?);
+                }
+            }
+        }
+    } else if let Some((mut defs, link)) = sections.gnu_verdef(endian, &*data).map_err(bad)? {
+        let strings = sections.strings(endian, &*data, link).map_err(bad)?;
+        while let Some((_, mut aux)) = defs.next().map_err(bad)? {
+            while let Some(a) = aux.next().map_err(bad)? {
+                take(a.name(endian, strings).map_err(bad)?);
+            }
+        }
+    }
+    Ok(best)
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -365,6 +437,61 @@ pub struct ImageMpi {
 
 /// Looks for an MPI library in an image's root (`root` is the host directory holding it),
 /// in the usual library directories, `/etc/ld.so.conf.d/*.conf` and `image_ld_path`.
+/// The image's C library (a path inside the image) and the newest glibc version it
+/// defines; None when the image has no `libc.so.6` (static, or musl).
+pub fn image_glibc(root: &Path, image_ld_path: Option<&str>) -> Option<(PathBuf, GlibcVersion)> {
+    for d in image_lib_dirs(root, image_ld_path) {
+        let inside = d.join("libc.so.6");
+        let Ok(host) =
+            crate::runtime::paths::resolve_in_root(&crate::runtime::syscall::Real, root, &inside)
+        else {
+            continue;
+        };
+        if let Ok(Some(v)) = glibc_version(&host, false) {
+            return Some((inside, v));
+        }
+    }
+    None
+}
+
+/// Refuses host libraries that need a newer glibc than the image has: inside, the image's
+/// C library serves them (two cannot share a process), and its loader would stop the
+/// program with "version `GLIBC_2.xx' not found".
+pub fn check_glibc(
+    image: &str,
+    host: &Injection,
+    root: &Path,
+    image_ld_path: Option<&str>,
+) -> Result<()> {
+    let mut needs: Option<(GlibcVersion, &PathBuf)> = None;
+    for path in host.libs.values() {
+        if let Ok(Some(v)) = glibc_version(path, true) {
+            if needs.is_none_or(|(n, _)| v > n) {
+                needs = Some((v, path));
+            }
+        }
+    }
+    let Some((needed, host_lib)) = needs else {
+        return Ok(());
+    };
+    let Some((image_libc, provided)) = image_glibc(root, image_ld_path) else {
+        return Err(Error::NoGlibc {
+            image: image.into(),
+            dirs: join_paths(&image_lib_dirs(root, image_ld_path)),
+        });
+    };
+    if needed > provided {
+        return Err(Error::Glibc {
+            image: image.into(),
+            host_lib: host_lib.clone(),
+            needed,
+            image_libc,
+            provided,
+        });
+    }
+    Ok(())
+}
+
 pub fn image_mpi(image: &str, root: &Path, image_ld_path: Option<&str>) -> Result<ImageMpi> {
     let dirs = image_lib_dirs(root, image_ld_path);
     for d in &dirs {
@@ -598,5 +725,90 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("no MPI library") && e.contains("/x, "), "{e}");
+    }
+
+    /// A C library of an older glibc, made for real: a shared object named libc.so.6
+    /// whose version script defines only GLIBC_2.2.5 (what glibc 2.2.5 defined last).
+    fn old_libc(root: &Path) {
+        let dir = root.join("lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = root.join("c.c");
+        let map = root.join("v.map");
+        std::fs::write(&src, "int old_glibc_symbol(void) { return 0; }\n").unwrap();
+        std::fs::write(
+            &map,
+            "GLIBC_2.2.5 { global: old_glibc_symbol; local: *; };\n",
+        )
+        .unwrap();
+        let ok = std::process::Command::new("cc")
+            .args(["-shared", "-fPIC", "-nostdlib", "-o"])
+            .arg(dir.join("libc.so.6"))
+            .arg(&src)
+            .arg(format!("-Wl,--version-script={}", map.display()))
+            .status()
+            .expect("cc");
+        assert!(ok.success());
+    }
+
+    #[test]
+    fn host_libraries_needing_a_newer_glibc_than_the_images_are_refused() {
+        // What this host's programs need is at most what its own C library defines.
+        let host_libc = Path::new("/lib/x86_64-linux-gnu/libc.so.6");
+        if !host_libc.exists() {
+            // Not an x86_64 glibc host: nothing to compare against. CI is one.
+            assert!(std::env::var_os("CI").is_none(), "CI runs on x86_64 glibc");
+            return;
+        }
+        let defines = glibc_version(host_libc, false).unwrap().unwrap();
+        let ls_needs = glibc_version(Path::new("/bin/ls"), true).unwrap().unwrap();
+        assert!(
+            ls_needs <= defines && ls_needs >= GlibcVersion(2, 3),
+            "{ls_needs} {defines}"
+        );
+        assert_eq!(
+            GlibcVersion::parse(b"GLIBC_2.34"),
+            Some(GlibcVersion(2, 34))
+        );
+        assert_eq!(GlibcVersion::parse(b"GLIBC_PRIVATE"), None);
+
+        let inj = Injection {
+            abi: Abi {
+                family: Family::Mpich,
+                pal: None,
+            },
+            main: "/bin/ls".into(),
+            libs: [("libfake.so.1".to_string(), PathBuf::from("/bin/ls"))].into(),
+            binds: vec![],
+        };
+        let t = tempfile::tempdir().unwrap();
+        let e = check_glibc("img", &inj, t.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("the image has no glibc"), "{e}");
+
+        old_libc(t.path());
+        let (at, v) = image_glibc(t.path(), None).unwrap();
+        assert_eq!(
+            (at, v),
+            (
+                PathBuf::from("/lib/x86_64-linux-gnu/libc.so.6"),
+                GlibcVersion(2, 2)
+            )
+        );
+        let e = check_glibc("img", &inj, t.path(), None)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains(&format!("/bin/ls needs glibc {ls_needs}"))
+                && e.contains("(/lib/x86_64-linux-gnu/libc.so.6) is glibc 2.2"),
+            "{e}"
+        );
+
+        // The image's libc a link to one as new as the host's: accepted.
+        let t2 = tempfile::tempdir().unwrap();
+        let dir = t2.path().join("usr/lib/x86_64-linux-gnu");
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::copy(host_libc, dir.join("libc.so.6")).unwrap();
+        check_glibc("img", &inj, t2.path(), None).unwrap();
     }
 }

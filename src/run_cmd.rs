@@ -267,6 +267,7 @@ fn host_mpi(
     let host = &config.settings.mpi.host;
     let inj = mpi::host_injection(image, &host.libs, &host.binds, Some(img.abi.family))?;
     mpi::check(image, &inj, &img)?;
+    mpi::check_glibc(image, &inj, &tree.join("root"), ld)?;
     Ok(inj)
 }
 
