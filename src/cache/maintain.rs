@@ -44,7 +44,8 @@ pub fn usage(cache: &Cache) -> Usage {
         images: du(&r.join(IMAGES)) + du(&r.join(REFS)),
         tmp: du(&r.join(TMP)),
         layer_count: count(&r.join(LAYERS)),
-        image_count: count(&r.join(IMAGES)),
+        // What `images` lists: records, not the `.used` stamps beside them.
+        image_count: cache.images().map_or(0, |v| v.len() as u64),
     }
 }
 

@@ -810,3 +810,42 @@ fn a_warm_pull_of_a_local_layout_rewrites_nothing() {
         );
     }
 }
+
+/// `cache info` counts what `images` lists: the `.used` stamps beside the records are not
+/// images (it said 2 for one image, and 1 after `rmi` and `prune` had removed it).
+#[test]
+fn cache_info_counts_images_as_images_lists_them() {
+    let env = Env::new();
+    let Some((reg, _)) = http(&env) else {
+        return;
+    };
+    let cmd = || {
+        let mut c = env.cmd();
+        c.env("LPMX_INSECURE_REGISTRIES", &reg);
+        c
+    };
+    let count = || -> u64 {
+        let out = run(cmd().args(["cache", "info", "--json"]));
+        assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+        json(&out)["usage"]["image_count"].as_u64().unwrap()
+    };
+    let img = format!("{reg}/lpmx/one");
+    assert_eq!(run(cmd().args(["-q", "pull", &img])).status.code(), Some(0));
+    // A run stamps the image's last use (`HEX.used` beside `HEX.json`).
+    assert_eq!(
+        run(cmd().args(["run", &img, "true"])).status.code(),
+        Some(0)
+    );
+    let stamps = std::fs::read_dir(cache(&env).join("images-v1"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".used"))
+        .count();
+    assert_eq!(stamps, 1, "the run left its stamp");
+    let listed = json(&run(cmd().args(["images", "--json"])));
+    assert_eq!(listed.as_array().unwrap().len(), 1);
+    assert_eq!(count(), 1);
+    assert_eq!(run(cmd().args(["rmi", &img])).status.code(), Some(0));
+    assert_eq!(run(cmd().args(["cache", "prune"])).status.code(), Some(0));
+    assert_eq!(count(), 0);
+}
