@@ -414,3 +414,87 @@ fn the_supervisor_forwards_signals_and_cleans_up() {
     assert!(gone(sleeper));
     assert_eq!(dirs(sup), Vec::<String>::new(), "socket directory removed");
 }
+
+/// The bridge serves its own user only (SO_PEERCRED): with the socket made reachable on
+/// purpose, the second ordinary user connects but its call is refused and nothing runs,
+/// while the same call made by the user runs.
+#[test]
+fn another_user_reaching_the_socket_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(c) = ctx() else { return };
+    let Some(mut check) = crate::support::as_attacker("true") else {
+        return;
+    };
+    assert!(
+        check.status().unwrap().success(),
+        "sudo to the attacker works"
+    );
+    let calls = c.env.path("calls");
+    c.script("hostmark", &format!("id -u >> {}", calls.display()));
+    let tmpdir = c.env.path("t");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let mut task = c
+        .run_cmd(&["hostmark"], &["sleep", "120"])
+        .env("TMPDIR", &tmpdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sock = PathBuf::new();
+    crate::support::wait_until("the bridge's socket", Duration::from_secs(60), || {
+        let found = std::fs::read_dir(&tmpdir)
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("sock"))
+            .filter(|p| p.exists());
+        found.map(|p| sock = p).is_some()
+    });
+    // Opened up, as a careless umask or a shared TMPDIR might: only the server's check is left.
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(c.env.dir.path(), 0o711);
+    mode(&tmpdir, 0o711);
+    mode(sock.parent().unwrap(), 0o711);
+    mode(&sock, 0o777);
+    // A client: lpmx-job under the bridged name, told the socket.
+    let client_dir = c.env.path("client");
+    std::fs::create_dir(&client_dir).unwrap();
+    mode(&client_dir, 0o755);
+    let client = client_dir.join("hostmark");
+    std::os::unix::fs::symlink(crate::support::bin(), &client).unwrap();
+    let sock_env = format!("LPMX_BRIDGE_SOCKET={}", sock.display());
+
+    let mine = run(Command::new("env")
+        .arg("-i")
+        .arg(format!("PATH={HOST_PATH}"))
+        .arg(&sock_env)
+        .arg(&client));
+    assert_eq!(mine.status.code(), Some(0), "{}", stderr(&mine));
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("{uid}\n"));
+
+    let py = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); print('connected')",
+        sock.display().to_string()
+    );
+    let mut connect = crate::support::as_attacker("python3").unwrap();
+    let reached = run(connect.args(["-c", &py]));
+    let mut call = crate::support::as_attacker("env").unwrap();
+    let theirs = run(call.arg(&sock_env).arg(&client));
+    let _ = task.kill();
+    let _ = task.wait();
+    assert_eq!(
+        stdout(&reached),
+        "connected\n",
+        "the attacker reaches the socket: {}",
+        stderr(&reached)
+    );
+    assert_ne!(theirs.status.code(), Some(0), "the attacker's call ran");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        format!("{uid}\n"),
+        "nothing ran for the attacker"
+    );
+}
