@@ -43,7 +43,13 @@ fn count(dir: &Path) -> usize {
 
 fn verify_ok(env: &Env) {
     let out = run(env.cmd().args(["cache", "verify"]));
-    assert_eq!(out.status.code(), Some(0), "{}{}", stdout(&out), stderr(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }
 
 /// `repo@sha256:...`: the manifest the registry sends must hash to the pin. A registry that
@@ -76,13 +82,17 @@ fn a_pinned_digest_the_manifest_does_not_match_is_refused() {
         err.contains("does not match its digest") && err.contains(&format!("expected {pin}")),
         "{err}"
     );
-    assert_eq!(json(&run(env.cmd().args(["images", "--json"]))), serde_json::json!([]));
+    assert_eq!(
+        json(&run(env.cmd().args(["images", "--json"]))),
+        serde_json::json!([])
+    );
     assert_eq!(count(&env.path("cache/lpmx/layers-v1")), 0);
     // The same pin from the registry itself is pulled.
-    let out = run(env
-        .cmd()
-        .env("LPMX_INSECURE_REGISTRIES", &reg)
-        .args(["pull", "--json", &format!("{reg}/{one}@{pin}")]));
+    let out = run(env.cmd().env("LPMX_INSECURE_REGISTRIES", &reg).args([
+        "pull",
+        "--json",
+        &format!("{reg}/{one}@{pin}"),
+    ]));
     assert_eq!(json(&out)[0]["manifest"], pin.as_str(), "{}", stderr(&out));
 }
 
@@ -184,12 +194,18 @@ fn the_last_used_stamp_is_written_at_most_once_a_minute_and_old_images_are_prune
     set_mtime(&stamp, Duration::from_secs(30));
     run_true();
     let a = age(&stamp);
-    assert!(a >= Duration::from_secs(29), "restamped within the minute ({a:?} ago)");
+    assert!(
+        a >= Duration::from_secs(29),
+        "restamped within the minute ({a:?} ago)"
+    );
     // Stamped two minutes ago: a run now stamps it.
     set_mtime(&stamp, Duration::from_secs(120));
     run_true();
     let a = age(&stamp);
-    assert!(a < Duration::from_secs(20), "not restamped after a minute ({a:?} ago)");
+    assert!(
+        a < Duration::from_secs(20),
+        "not restamped after a minute ({a:?} ago)"
+    );
 
     let layers = env.path("cache/lpmx/layers-v1");
     let out = run(env.cmd().args(["cache", "prune", "--older-than", "2"]));
@@ -212,7 +228,10 @@ fn the_last_used_stamp_is_written_at_most_once_a_minute_and_old_images_are_prune
     assert_eq!(count(&layers), 1, "not older than four days: kept");
     let out = run(env.cmd().args(["cache", "prune", "--older-than", "2"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    assert_eq!(json(&run(env.cmd().args(["images", "--json"]))), serde_json::json!([]));
+    assert_eq!(
+        json(&run(env.cmd().args(["images", "--json"]))),
+        serde_json::json!([])
+    );
     assert_eq!(count(&layers), 0, "its layer went with it");
     verify_ok(&env);
 }
@@ -258,9 +277,11 @@ fn a_live_lock_directory_holder_keeps_its_heartbeat() {
         layer.trim_start_matches("sha256:")
     ));
     let first = pull();
-    wait_until("the layer's lock directory", Duration::from_secs(60), || {
-        owner.is_file()
-    });
+    wait_until(
+        "the layer's lock directory",
+        Duration::from_secs(60),
+        || owner.is_file(),
+    );
     let second = pull();
     let born = std::fs::metadata(&owner).unwrap().modified().unwrap();
     wait_until(
@@ -333,7 +354,11 @@ fn a_schema_1_image_is_refused_saying_why() {
     let env = Env::new();
     let layout = env.path("layout");
     std::fs::create_dir_all(layout.join("blobs/sha256")).unwrap();
-    std::fs::write(layout.join("oci-layout"), r#"{"imageLayoutVersion":"1.0.0"}"#).unwrap();
+    std::fs::write(
+        layout.join("oci-layout"),
+        r#"{"imageLayoutVersion":"1.0.0"}"#,
+    )
+    .unwrap();
     let manifest = br#"{"schemaVersion":1,"name":"lpmx/old","tag":"latest","architecture":"amd64","fsLayers":[{"blobSum":"sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4"}],"history":[{"v1Compatibility":"{}"}],"signatures":[]}"#;
     let d = blob(&layout, manifest);
     std::fs::write(
@@ -372,7 +397,10 @@ fn a_docker_25_oci_layout_archive_is_pulled_by_its_manifest() {
     assert!(cp.status.success(), "{}", stderr(&cp));
     let index: serde_json::Value =
         serde_json::from_slice(&std::fs::read(dir.join("index.json")).unwrap()).unwrap();
-    let mdigest = index["manifests"][0]["digest"].as_str().unwrap().to_string();
+    let mdigest = index["manifests"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
     // As Docker 25 writes it: the names Docker gives, and the classic manifest.json pointing
     // into blobs/.
     let mut index = index;
@@ -382,10 +410,8 @@ fn a_docker_25_oci_layout_archive_is_pulled_by_its_manifest() {
     });
     std::fs::write(dir.join("index.json"), index.to_string()).unwrap();
     let path = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
-    let m: serde_json::Value = serde_json::from_slice(
-        &std::fs::read(dir.join(path(&mdigest))).unwrap(),
-    )
-    .unwrap();
+    let m: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join(path(&mdigest))).unwrap()).unwrap();
     let classic = serde_json::json!([{
         "Config": path(m["config"]["digest"].as_str().unwrap()),
         "RepoTags": ["lpmx/one:latest"],

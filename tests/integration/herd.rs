@@ -344,11 +344,9 @@ fn mirrors_are_tried_first_and_upstream_after() {
     let Some(reg) = service("LPMX_TEST_REGISTRY") else {
         return;
     };
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    // Held, never listening: refuses every connection, and nothing else can take it.
+    let dead_port = crate::support::DeadPort::new();
+    let dead = dead_port.addr.clone();
     // The image's own registry is dead; its mirror (the real registry) serves it.
     env.write(
         "config/lpmx/config.yaml",

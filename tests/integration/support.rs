@@ -326,3 +326,37 @@ pub fn registry_log_flushed(reg: &str) {
         || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&marker)),
     );
 }
+
+/// A loopback port that refuses every connection and that no other process can take while
+/// this lives: a TCP socket bound to it that never listens (connecting gets ECONNREFUSED).
+/// A port merely released after binding could be bound by anything on the machine.
+#[allow(dead_code)]
+pub struct DeadPort {
+    fd: std::os::fd::OwnedFd,
+    pub addr: String,
+}
+
+impl DeadPort {
+    #[allow(dead_code)]
+    pub fn new() -> DeadPort {
+        use std::os::fd::FromRawFd;
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            let r = libc::bind(raw, &sa as *const _ as *const libc::sockaddr, len);
+            assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut glen = len;
+            let r = libc::getsockname(raw, &mut got as *mut _ as *mut libc::sockaddr, &mut glen);
+            assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+            let addr = format!("127.0.0.1:{}", u16::from_be(got.sin_port));
+            DeadPort { fd, addr }
+        }
+    }
+}
