@@ -209,8 +209,12 @@ mod tests {
 
     #[test]
     fn local_filesystem_supports_flock_and_ofd() {
-        let dir = std::env::temp_dir().join(format!("lpmx-lock-unit-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        // A private directory: one named by pid could be another run's, or a leftover.
+        let tmp = tempfile::Builder::new()
+            .prefix("lpmx-lock-unit.")
+            .tempdir()
+            .unwrap();
+        let dir = tmp.path().to_path_buf();
         let r = probe(&dir, Duration::from_secs(10)).unwrap();
         assert_eq!(r.flock, Trial::Excludes);
         assert_eq!(r.fcntl_ofd, Trial::Excludes);
@@ -220,7 +224,6 @@ mod tests {
             0,
             "probe file removed"
         );
-        std::fs::remove_dir(&dir).unwrap();
     }
 
     #[test]

@@ -261,7 +261,20 @@ fn stdin_and_stdout_are_the_callers_own_files() {
 #[test]
 fn fifty_bridged_calls_at_once() {
     let Some(c) = ctx() else { return };
-    c.script("hostecho", "sleep 0.2; echo \"call $1\"");
+    // On the host, each call marks itself in flight, records how many were in flight with
+    // it, and waits before leaving: served one at a time, every count would be 1.
+    let flight = c.env.path("inflight");
+    let seen = c.env.path("seen");
+    std::fs::create_dir(&flight).unwrap();
+    std::fs::create_dir(&seen).unwrap();
+    c.script(
+        "hostecho",
+        &format!(
+            "touch {f}/$1; ls {f} | wc -l > {s}/$1; sleep 0.3; rm {f}/$1; echo \"call $1\"",
+            f = flight.display(),
+            s = seen.display()
+        ),
+    );
     let script = "i=0; while [ $i -lt 50 ]; do \
                   (hostecho $i || echo FAIL $i) & i=$((i+1)); done; wait";
     let text = ok(&c.run(&["hostecho"], &["sh", "-c", script]));
@@ -270,6 +283,16 @@ fn fifty_bridged_calls_at_once() {
     let mut want: Vec<String> = (0..50).map(|i| format!("call {i}")).collect();
     want.sort();
     assert_eq!(got, want);
+    let most = std::fs::read_dir(&seen)
+        .unwrap()
+        .map(|e| {
+            let t = std::fs::read_to_string(e.unwrap().path()).unwrap();
+            t.trim().parse::<usize>().unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(most > 1, "the host served the calls one at a time");
+    eprintln!("calls in flight together on the host, at most: {most}");
 }
 
 fn wait_for_file(p: &std::path::Path, what: &str) -> String {
@@ -339,8 +362,12 @@ fn a_signal_to_the_caller_ends_the_host_process() {
 fn the_supervisor_forwards_signals_and_cleans_up() {
     let Some(c) = ctx() else { return };
     c.script("hosttrue", "true");
+    // The socket's directory goes in $TMPDIR: a private one, so nothing else's is counted.
+    let tmpdir = c.env.path("t");
+    std::fs::create_dir(&tmpdir).unwrap();
     let mut child = c
         .run_cmd(&["hosttrue"], &["sleep", "60"])
+        .env("TMPDIR", &tmpdir)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -366,7 +393,7 @@ fn the_supervisor_forwards_signals_and_cleans_up() {
     let cmdline = std::fs::read(format!("/proc/{sup}/cmdline")).unwrap();
     assert!(!cmdline.starts_with(b"sleep\0"));
     let dirs = |pid: u32| -> Vec<String> {
-        std::fs::read_dir("/tmp")
+        std::fs::read_dir(&tmpdir)
             .unwrap()
             .filter_map(|e| e.ok())
             .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -375,7 +402,7 @@ fn the_supervisor_forwards_signals_and_cleans_up() {
     };
     let made = dirs(sup);
     assert_eq!(made.len(), 1, "{made:?}");
-    let mode = std::fs::metadata(format!("/tmp/{}", made[0]))
+    let mode = std::fs::metadata(tmpdir.join(&made[0]))
         .unwrap()
         .permissions()
         .mode();
@@ -386,4 +413,88 @@ fn the_supervisor_forwards_signals_and_cleans_up() {
     assert_eq!(status.signal(), None);
     assert!(gone(sleeper));
     assert_eq!(dirs(sup), Vec::<String>::new(), "socket directory removed");
+}
+
+/// The bridge serves its own user only (SO_PEERCRED): with the socket made reachable on
+/// purpose, the second ordinary user connects but its call is refused and nothing runs,
+/// while the same call made by the user runs.
+#[test]
+fn another_user_reaching_the_socket_is_refused() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let Some(c) = ctx() else { return };
+    let Some(mut check) = crate::support::as_attacker("true") else {
+        return;
+    };
+    assert!(
+        check.status().unwrap().success(),
+        "sudo to the attacker works"
+    );
+    let calls = c.env.path("calls");
+    c.script("hostmark", &format!("id -u >> {}", calls.display()));
+    let tmpdir = c.env.path("t");
+    std::fs::create_dir(&tmpdir).unwrap();
+    let mut task = c
+        .run_cmd(&["hostmark"], &["sleep", "120"])
+        .env("TMPDIR", &tmpdir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut sock = PathBuf::new();
+    crate::support::wait_until("the bridge's socket", Duration::from_secs(60), || {
+        let found = std::fs::read_dir(&tmpdir)
+            .ok()
+            .and_then(|mut r| r.next())
+            .and_then(|e| e.ok())
+            .map(|e| e.path().join("sock"))
+            .filter(|p| p.exists());
+        found.map(|p| sock = p).is_some()
+    });
+    // Opened up, as a careless umask or a shared TMPDIR might: only the server's check is left.
+    let mode = |p: &std::path::Path, m: u32| {
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(m)).unwrap()
+    };
+    mode(c.env.dir.path(), 0o711);
+    mode(&tmpdir, 0o711);
+    mode(sock.parent().unwrap(), 0o711);
+    mode(&sock, 0o777);
+    // A client: lpmx-job under the bridged name, told the socket.
+    let client_dir = c.env.path("client");
+    std::fs::create_dir(&client_dir).unwrap();
+    mode(&client_dir, 0o755);
+    let client = client_dir.join("hostmark");
+    std::os::unix::fs::symlink(crate::support::bin(), &client).unwrap();
+    let sock_env = format!("LPMX_BRIDGE_SOCKET={}", sock.display());
+
+    let mine = run(Command::new("env")
+        .arg("-i")
+        .arg(format!("PATH={HOST_PATH}"))
+        .arg(&sock_env)
+        .arg(&client));
+    assert_eq!(mine.status.code(), Some(0), "{}", stderr(&mine));
+    let uid = unsafe { libc::getuid() };
+    assert_eq!(std::fs::read_to_string(&calls).unwrap(), format!("{uid}\n"));
+
+    let py = format!(
+        "import socket; s = socket.socket(socket.AF_UNIX); s.connect({:?}); print('connected')",
+        sock.display().to_string()
+    );
+    let mut connect = crate::support::as_attacker("python3").unwrap();
+    let reached = run(connect.args(["-c", &py]));
+    let mut call = crate::support::as_attacker("env").unwrap();
+    let theirs = run(call.arg(&sock_env).arg(&client));
+    let _ = task.kill();
+    let _ = task.wait();
+    assert_eq!(
+        stdout(&reached),
+        "connected\n",
+        "the attacker reaches the socket: {}",
+        stderr(&reached)
+    );
+    assert_ne!(theirs.status.code(), Some(0), "the attacker's call ran");
+    assert_eq!(
+        std::fs::read_to_string(&calls).unwrap(),
+        format!("{uid}\n"),
+        "nothing ran for the attacker"
+    );
 }

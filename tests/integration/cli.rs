@@ -57,6 +57,14 @@ fn quiet_and_verbose_conflict() {
     let env = Env::new();
     let out = run(env.cmd().args(["-q", "-v", "config", "show"]));
     assert_eq!(out.status.code(), Some(125));
+    // Refused for the conflict itself, in one line, and nothing shown.
+    let err = stderr(&out);
+    assert!(
+        err.contains("'--quiet' cannot be used with '--verbose"),
+        "{err}"
+    );
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(stdout(&out), "");
 }
 
 #[test]

@@ -43,6 +43,31 @@ fn an_exposed_tool_runs_in_its_image_with_the_callers_args_dir_and_stdio() {
             .args(args);
         c
     };
+    // In the image: its Env (the caller's environment has no FIXTURE), its /bin (busybox
+    // applets, not the host's).
+    expose("env", "bbenv");
+    expose("ls", "bbls");
+    let out = run(&mut call("bbenv", &[]));
+    assert!(
+        stdout(&out).lines().any(|l| l == "FIXTURE=one"),
+        "{}",
+        stderr(&out)
+    );
+    if let Some(fixtures) = service("LPMX_TEST_FIXTURES") {
+        let mut want: Vec<String> =
+            std::fs::read_dir(std::path::Path::new(&fixtures).join("rootfs/one/bin"))
+                .unwrap()
+                .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect();
+        want.sort();
+        let out = run(&mut call("bbls", &["-1", "/bin"]));
+        assert_eq!(
+            stdout(&out).lines().collect::<Vec<_>>(),
+            want,
+            "the image's /bin: {}",
+            stderr(&out)
+        );
+    }
     let out = run(&mut call("bbecho", &["a b", "it's", "$HOME", "\"q\""]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert_eq!(stdout(&out), "a b it's $HOME \"q\"\n");

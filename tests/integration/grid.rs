@@ -312,7 +312,7 @@ fn a_terminated_pilot_ends_its_payload_and_cleans_up() {
                 &format!("{reg}/lpmx/one"),
                 "sh",
                 "-c",
-                "echo started; exec sleep 300",
+                "echo started $$; exec sleep 300",
             ],
         )
         .stdout(Stdio::piped())
@@ -323,7 +323,19 @@ fn a_terminated_pilot_ends_its_payload_and_cleans_up() {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    assert_eq!(line, "started\n", "the payload started");
+    // The payload's pid (no pid namespace: the host's), as `sleep` once it execs.
+    let payload: i32 = line
+        .strip_prefix("started ")
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("the payload started: {line:?}"));
+    let is_payload = || {
+        std::fs::read(format!("/proc/{payload}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+    };
+    crate::support::wait_until(
+        "the payload became sleep",
+        Duration::from_secs(60),
+        is_payload,
+    );
     // `env` execs bash: this pid is the pilot's shell, as a batch system would signal it.
     let pid = child.id() as i32;
     assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
@@ -346,6 +358,18 @@ fn a_terminated_pilot_ends_its_payload_and_cleans_up() {
         status.code(),
         Some(143),
         "the payload's end by SIGTERM, passed on"
+    );
+    // Ended with the pilot, not left running for the harness's stray-killer to find.
+    let zombie_or_gone = || {
+        std::fs::read_to_string(format!("/proc/{payload}/stat")).map_or(true, |s| {
+            s.rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+        })
+    };
+    assert!(
+        !is_payload() || zombie_or_gone(),
+        "the payload {payload} survived its pilot"
     );
     p.assert_nothing_left();
 }

@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use crate::proxy::{self, Faults};
 use crate::support::{
-    blob_gets, json, manifest_gets, private_copy, run, service, stderr, stdout, Env,
+    blob_get_statuses, blob_gets, json, manifest_gets, private_copy, run, service, stderr, stdout,
+    wait_until, Env,
 };
 
 /// `n` processes pull one uncached image into one fresh cache at once, taking locks in `mode`
@@ -91,17 +92,42 @@ fn a_killed_pull_leaves_a_cache_the_next_pull_completes() {
             ..Faults::default()
         },
     );
-    for delay_ms in [150, 700, 2000] {
+    let tmp = env.path("cache/lpmx/tmp-v1");
+    let leftovers = || std::fs::read_dir(&tmp).map_or(0, |r| r.count());
+    for delay_ms in [0, 300, 1000] {
         let mut child = env
             .cmd()
             .env("LPMX_INSECURE_REGISTRIES", &slow.addr)
             .args(["pull", &format!("{}/lpmx/layers3", slow.addr)])
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
+        // Killed while a layer downloads: after its "fetching" line, once its work area
+        // exists, not at a time guessed in advance.
+        let lines = std::io::BufReader::new(child.stderr.take().unwrap());
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for l in std::io::BufRead::lines(lines).map_while(Result::ok) {
+                eprintln!("pull: {l}");
+                if l.contains(": fetching ") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(60))
+            .expect("the pull said it was fetching a layer");
+        wait_until(
+            "the pull made its work area",
+            Duration::from_secs(30),
+            || leftovers() > 0,
+        );
         std::thread::sleep(Duration::from_millis(delay_ms));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
+        assert!(
+            leftovers() > 0,
+            "the killed pull left a work area for the next pull to reclaim"
+        );
         verify_ok(&env);
     }
     let rec = {
@@ -115,9 +141,8 @@ fn a_killed_pull_leaves_a_cache_the_next_pull_completes() {
     };
     assert_eq!(rec["layers"].as_array().unwrap().len(), 4);
     verify_ok(&env);
-    let tmp = env.path("cache/lpmx/tmp-v1");
     assert_eq!(
-        std::fs::read_dir(&tmp).unwrap().count(),
+        leftovers(),
         0,
         "leftovers of the killed pulls were reclaimed"
     );
@@ -143,10 +168,15 @@ fn a_connection_cut_mid_blob_resumes_with_a_range_request() {
         .env("LPMX_INSECURE_REGISTRIES", &flaky.addr)
         .args(["pull", &format!("{}/{repo}", flaky.addr)]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let gets = blob_gets(&repo);
-    assert!(
-        gets.values().any(|&n| n == 2),
-        "the cut blob was fetched again (ranged): {gets:?}"
+    // The cut blob: a whole answer cut short, then the rest with a Range request (206), not
+    // a restart from zero (a second 200).
+    let gets = blob_get_statuses(&repo);
+    let again: Vec<_> = gets.values().filter(|v| v.len() > 1).collect();
+    assert_eq!(again.len(), 1, "one blob was fetched twice: {gets:?}");
+    assert_eq!(
+        again[0].as_slice(),
+        ["200", "206"],
+        "the second GET resumed with a Range: {gets:?}"
     );
     verify_ok(&env);
 }
@@ -306,11 +336,9 @@ fn mirrors_are_tried_first_and_upstream_after() {
     let Some(reg) = service("LPMX_TEST_REGISTRY") else {
         return;
     };
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    // Held, never listening: refuses every connection, and nothing else can take it.
+    let dead_port = crate::support::DeadPort::new();
+    let dead = dead_port.addr.clone();
     // The image's own registry is dead; its mirror (the real registry) serves it.
     env.write(
         "config/lpmx/config.yaml",
@@ -475,11 +503,13 @@ fn prune_keeps_what_a_running_container_holds() {
     let tree_dirs = || -> usize {
         std::fs::read_dir(&trees).map_or(0, |r| r.flatten().filter(|e| e.path().is_dir()).count())
     };
-    let start = std::time::Instant::now();
-    while tree_dirs() == 0 && start.elapsed() < Duration::from_secs(20) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    std::thread::sleep(Duration::from_millis(500));
+    // The task holds its tree once it runs the command: `sleep` is then the process itself
+    // (no fork), so its tree's lock is held by the time its cmdline says sleep.
+    let pid = task.id();
+    wait_until("the task became sleep", Duration::from_secs(60), || {
+        std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| c.starts_with(b"sleep\0"))
+    });
+    assert_eq!(tree_dirs(), 1, "the task's tree");
     assert_eq!(run(env.cmd().args(["rmi", &image])).status.code(), Some(0));
     let out = run(env.cmd().args(["cache", "prune"]));
     assert_eq!(out.status.code(), Some(0));

@@ -6,6 +6,7 @@ mod support;
 
 mod batch;
 mod bridge;
+mod claims;
 mod cli;
 mod config;
 mod doctor;

@@ -18,6 +18,9 @@ pub struct Faults {
     pub cut_connections: usize,
     /// After the first cut, refuse everything: the registry is gone.
     pub die_after_cut: bool,
+    /// Request lines containing the first string have it replaced by the second: a registry
+    /// that answers a request with what belongs to another (a stale mirror, a wrong answer).
+    pub rewrite: Option<(&'static str, &'static str)>,
 }
 
 pub struct Proxy {
@@ -64,8 +67,29 @@ fn relay(
     cuts: Arc<AtomicUsize>,
 ) {
     let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+    let rewrite = f.rewrite;
     std::thread::spawn(move || {
-        let _ = std::io::copy(&mut c_read, &mut s_write);
+        match rewrite {
+            None => {
+                let _ = std::io::copy(&mut c_read, &mut s_write);
+            }
+            // Line by line: the registry client sends GETs, whose only lines are headers.
+            Some((from, to)) => {
+                let mut r = std::io::BufReader::new(c_read);
+                let mut line = Vec::new();
+                loop {
+                    line.clear();
+                    match std::io::BufRead::read_until(&mut r, b'\n', &mut line) {
+                        Ok(0) | Err(_) => break,
+                        Ok(_) => {}
+                    }
+                    let text = String::from_utf8_lossy(&line).replace(from, to);
+                    if s_write.write_all(text.as_bytes()).is_err() {
+                        break;
+                    }
+                }
+            }
+        }
         let _ = s_write.shutdown(Shutdown::Write);
     });
     let (mut s_read, mut c_write) = (server, client);

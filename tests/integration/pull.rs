@@ -538,11 +538,9 @@ fn missing_image_and_dead_registry_are_clear_errors() {
         stderr(&out)
     );
     // A port nobody listens on.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .to_string();
+    // Held, never listening: refuses every connection, and nothing else can take it.
+    let dead_port = crate::support::DeadPort::new();
+    let dead = dead_port.addr.clone();
     let out = run(env
         .cmd()
         .env("LPMX_INSECURE_REGISTRIES", &dead)

@@ -32,11 +32,21 @@ fn the_readme_main_job_runs_a_container() {
         layout.display()
     );
     assert!(text.contains("Try next:"), "{text}");
+    // It runs in the image: its /bin holds busybox and the applets hello.sh linked, not the
+    // host's /bin.
     let out = run(env.cmd().args([
         "run",
         &format!("oci:{}:hello", layout.display()),
-        "uname",
-        "-m",
+        "sh",
+        "-c",
+        "echo $0 in $(pwd); ls /bin",
     ]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    let bin: Vec<&str> = text.lines().skip(1).collect();
+    assert_eq!(
+        bin,
+        ["busybox", "cat", "echo", "env", "id", "ls", "sh", "true", "uname"],
+        "{text}"
+    );
 }

@@ -99,9 +99,18 @@ fn cold_run_pulls_then_runs_the_images_cmd() {
     assert_eq!(ok(&out), "hello from one\n");
     let after = json(&run(c.cmd().args(["images", "--json"])));
     assert_eq!(after.as_array().unwrap().len(), 1, "pulled by the run");
-    // The pulling process re-executed itself: the container saw no internal marker.
-    let out = c.run(&[&img, "env"]);
-    assert!(!ok(&out).contains("LPMX_INTERNAL"), "{}", stdout(&out));
+    // The pulling process re-executed itself: the container of a cold run (a fresh cache:
+    // this very run pulls) sees no internal marker, and the image's Env.
+    let Some(cold) = ctx() else { return };
+    let out = cold.run(&[&img, "env"]);
+    let e = env_map(&ok(&out));
+    assert_eq!(e.get("FIXTURE").map(String::as_str), Some("one"), "{e:?}");
+    assert!(
+        !e.keys().any(|k| k.starts_with("LPMX_INTERNAL")),
+        "the cold run's own environment: {e:?}"
+    );
+    let after = json(&run(cold.cmd().args(["images", "--json"])));
+    assert_eq!(after.as_array().unwrap().len(), 1, "pulled by that run");
 }
 
 #[test]
@@ -282,15 +291,29 @@ fn binds_default_user_read_only_and_missing() {
     );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
 
-    // Defaults: the host's /tmp (this test's directory lives there), /dev, /proc, /etc/hosts.
-    let out = c.run(&[
+    // Defaults: the host's /tmp, /dev, /proc, /etc/hosts. The file read from /tmp is in a
+    // directory of its own, neither the task's directory (/) nor under HOME, so only the
+    // /tmp bind shows it; and /tmp is a mount point of its own inside.
+    let elsewhere = tempfile::Builder::new()
+        .prefix("lpmx-tmpbind.")
+        .tempdir_in("/tmp")
+        .unwrap();
+    std::fs::write(elsewhere.path().join("f"), "tmp-data\n").unwrap();
+    let t = elsewhere.path().display();
+    let out = run(c.cmd().current_dir("/").args([
+        "run",
         &img,
         "sh",
         "-c",
-        &format!("cat {d}/f; echo x > /dev/null && echo devnull; test -r /proc/self/status && echo proc; cat /etc/hosts"),
-    ]);
+        &format!("cat {t}/f; echo x > /dev/null && echo devnull; test -r /proc/self/status && echo proc; cat /etc/hosts"),
+    ]));
     let hosts = std::fs::read_to_string("/etc/hosts").unwrap();
-    assert_eq!(ok(&out), format!("host-data\ndevnull\nproc\n{hosts}"));
+    assert_eq!(ok(&out), format!("tmp-data\ndevnull\nproc\n{hosts}"));
+    let info = ok(&c.run(&[&img, "cat", "/proc/self/mountinfo"]));
+    assert!(
+        info.lines().any(|l| l.split(' ').nth(4) == Some("/tmp")),
+        "/tmp is bound: {info}"
+    );
     // /sys is read-only, with every mount below it (cgroup file systems...), as root inside
     // too: by the mount's options, since an ordinary user could not write there anyway.
     let sys_mounts = |info: &str| -> Vec<(String, String)> {
@@ -397,12 +420,21 @@ fn the_command_is_the_process_signals_and_stdin_reach_it() {
 
 #[test]
 fn multi_platform_image_runs_this_hosts_entry() {
-    if std::env::consts::ARCH != "x86_64" {
-        return;
-    }
+    // The fixture's platforms (tests/setup/fixtures.sh), each with /arch naming it.
+    let want = match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "powerpc64" if cfg!(target_endian = "little") => "ppc64le",
+        other => {
+            return crate::support::skip(
+                "multi-platform",
+                &format!("the multi fixture has no entry for this host's {other}"),
+            )
+        }
+    };
     let Some(c) = ctx() else { return };
     let out = c.run(&[&c.image("multi"), "cat", "/arch"]);
-    assert_eq!(ok(&out).trim(), "amd64");
+    assert_eq!(ok(&out).trim(), want);
 }
 
 #[test]
@@ -481,6 +513,11 @@ fn fallback_without_overlayfs() {
         &["--write", &img, "sh", "-c", "echo x > /data/keep.txt"],
     );
     assert_ne!(code(&out), Some(0));
+    assert!(
+        stderr(&out).contains("/data/keep.txt: Read-only file system"),
+        "refused by the read-only image file, not some other failure: {}",
+        stderr(&out)
+    );
     let out = c.run_with(&no, &["--write", &img, "sh", "-c", "touch /top && echo ok"]);
     assert_eq!(ok(&out), "ok\n");
     // A mount point inside an image directory cannot be made without overlayfs.
@@ -564,7 +601,8 @@ fn a_warm_run_touches_neither_the_network_nor_the_cache() {
     for _ in 0..3 {
         ok(&c.run(&[&img, "true"]));
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Everything asked before this point is in the log.
+    crate::support::registry_log_flushed(&c.reg);
     assert_eq!(requests(), asked, "a warm run asks the registry nothing");
     assert_eq!(
         snapshot(&c.env.path("cache/lpmx")),

@@ -269,7 +269,7 @@ fn qsub_job_runs_when_the_prolog_cannot_prefetch() {
 #[test]
 fn pe_job_runs_one_container_per_slot_with_the_images_mpi() {
     let Some(s) = sge() else { return };
-    let Some(img) = service("LPMX_TEST_MPI_IMAGE") else {
+    let Some(img) = crate::batch::mpi_image() else {
         return;
     };
     let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("integrations/sge/pe-job.sh");

@@ -251,3 +251,122 @@ pub fn manifest_gets(repo: &str) -> usize {
         .filter(|l| l.contains(&format!("\"GET /v2/{repo}/manifests/")))
         .count()
 }
+
+/// Whether the skip `name` was asked for: `LPMX_TEST_ALLOW_SKIP` lists names, `,`-separated
+/// (`mpi`, `openat2`, `multi-platform`...). A test that cannot check what it claims fails
+/// unless its skip is listed there.
+#[allow(dead_code)]
+pub fn skip_allowed(name: &str) -> bool {
+    std::env::var("LPMX_TEST_ALLOW_SKIP")
+        .is_ok_and(|v| v.split(',').any(|s| s.trim() == name || s.trim() == "all"))
+}
+
+/// A skip of `name` for `why`: allowed (printed, returns) only when LPMX_TEST_ALLOW_SKIP
+/// lists `name`; otherwise the test fails, saying how to skip it.
+#[allow(dead_code)]
+pub fn skip(name: &str, why: &str) {
+    if skip_allowed(name) {
+        eprintln!("skipped ({name}, as LPMX_TEST_ALLOW_SKIP asks): {why}");
+    } else {
+        panic!(
+            "{why}: this test cannot check what it claims; LPMX_TEST_ALLOW_SKIP={name} skips it"
+        );
+    }
+}
+
+/// Polls `cond` every 20 ms until it holds, failing with `what` after `limit`.
+#[allow(dead_code)]
+pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "{what}: not after {limit:?}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// The statuses of the blob GETs for one repository, per digest, in the order the
+/// plain-HTTP registry logged them.
+#[allow(dead_code)]
+pub fn blob_get_statuses(repo: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    let text = std::fs::read_to_string(&log).unwrap();
+    let prefix = format!("\"GET /v2/{repo}/blobs/");
+    let mut out: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+    for line in text.lines() {
+        let Some(i) = line.find(&prefix) else {
+            continue;
+        };
+        let rest = &line[i + prefix.len()..];
+        let digest = rest.split_whitespace().next().unwrap().to_string();
+        let status = rest
+            .split('"')
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .unwrap_or("")
+            .to_string();
+        out.entry(digest).or_default().push(status);
+    }
+    out
+}
+
+/// Waits until the plain-HTTP registry's access log holds every request made before this
+/// call: it sends a request of its own, with a unique path, and waits for that line (the
+/// log is written in order), instead of sleeping and hoping.
+#[allow(dead_code)]
+pub fn registry_log_flushed(reg: &str) {
+    use std::io::{Read, Write};
+    static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let marker = format!(
+        "/v2/lpmx-log-marker-{}-{}/tags/list",
+        std::process::id(),
+        N.fetch_add(1, std::sync::atomic::Ordering::SeqCst)
+    );
+    let mut s = std::net::TcpStream::connect(reg).unwrap();
+    write!(
+        s,
+        "GET {marker} HTTP/1.1\r\nHost: {reg}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut sink = Vec::new();
+    let _ = s.read_to_end(&mut sink);
+    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
+    wait_until(
+        "the registry logged the marker request",
+        std::time::Duration::from_secs(30),
+        || std::fs::read_to_string(&log).is_ok_and(|t| t.contains(&marker)),
+    );
+}
+
+/// A loopback port that refuses every connection and that no other process can take while
+/// this lives: a TCP socket bound to it that never listens (connecting gets ECONNREFUSED).
+/// A port merely released after binding could be bound by anything on the machine.
+#[allow(dead_code)]
+pub struct DeadPort {
+    fd: std::os::fd::OwnedFd,
+    pub addr: String,
+}
+
+impl DeadPort {
+    #[allow(dead_code)]
+    pub fn new() -> DeadPort {
+        use std::os::fd::FromRawFd;
+        unsafe {
+            let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+            assert!(fd >= 0, "socket: {}", std::io::Error::last_os_error());
+            let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+            let mut sa: libc::sockaddr_in = std::mem::zeroed();
+            sa.sin_family = libc::AF_INET as libc::sa_family_t;
+            sa.sin_addr.s_addr = u32::from_ne_bytes([127, 0, 0, 1]);
+            let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+            let raw = std::os::fd::AsRawFd::as_raw_fd(&fd);
+            let r = libc::bind(raw, &sa as *const _ as *const libc::sockaddr, len);
+            assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+            let mut got: libc::sockaddr_in = std::mem::zeroed();
+            let mut glen = len;
+            let r = libc::getsockname(raw, &mut got as *mut _ as *mut libc::sockaddr, &mut glen);
+            assert_eq!(r, 0, "getsockname: {}", std::io::Error::last_os_error());
+            let addr = format!("127.0.0.1:{}", u16::from_be(got.sin_port));
+            DeadPort { fd, addr }
+        }
+    }
+}

@@ -18,6 +18,7 @@ write_test_env() {
         "LOGNAME=$LPMX_TEST_USER"
         "PATH=/usr/local/bin:/usr/bin:/bin:/usr/sbin:/sbin"
         "CI=${CI:-}"
+        "LPMX_TEST_ALLOW_SKIP=${LPMX_TEST_ALLOW_SKIP:-}"
         "LPMX_BIN=$WORK/bin/lpmx-job"
         "LPMX_TEST_REGISTRY=$REG_HTTP"
         "LPMX_TEST_REGISTRY_TLS=$REG_TLS"
