@@ -817,6 +817,11 @@ fn slurmd_runs_the_prolog_as_root_and_prefetches_as_the_job_user() {
     // so the job looks there, offline: the image is there before the script runs.
     let home = PathBuf::from(std::env::var("HOME").expect("HOME"));
     let user_cache = home.join(".cache/lpmx");
+    // An earlier run's blobs there would make the prolog's downloads vanish from the log.
+    let _ = std::process::Command::new("rm")
+        .arg("-rf")
+        .arg(&user_cache)
+        .status();
     let script = s.script(
         "prolog-job.sh",
         &format!(

@@ -221,7 +221,12 @@ fn the_last_used_stamp_is_written_at_most_once_a_minute_and_old_images_are_prune
         .unwrap()
         .as_secs()
         .into();
+    // Published records are read-only; their owner may still make them writable.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&record).unwrap().permissions().mode();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(0o644)).unwrap();
     std::fs::write(&record, serde_json::to_vec(&rec).unwrap()).unwrap();
+    std::fs::set_permissions(&record, std::fs::Permissions::from_mode(mode)).unwrap();
     set_mtime(&stamp, three_days);
     let out = run(env.cmd().args(["cache", "prune", "--older-than", "4"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
