@@ -95,12 +95,23 @@ pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
     };
     let uid = host::uid();
     let who = if uid == 0 { None } else { Some(uid) };
+    let mut failed = 0;
     for base in &bases {
-        for d in stage::remove_job(base, job, who)? {
+        let done = stage::remove_job(base, job, who)?;
+        for d in &done.removed {
             say(g, &format!("job {job}: removed {}", d.display()));
         }
+        // One user's staging that cannot go must not keep the others'.
+        for e in &done.failed {
+            eprintln!("lpmx-job[{}]: cleanup of job {job}: {e}", host::hostname());
+        }
+        failed += done.failed.len();
     }
-    Ok(exit::OK)
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::OWN_FAILURE
+    })
 }
 
 /// The tree `run` enters: the cache's own, or, inside a job when `stage.mode` asks for it (by
@@ -128,7 +139,9 @@ pub fn staged(
     let tmpdir = std::env::var("TMPDIR").ok();
     let base = stage::base(s.dir.as_deref(), tmpdir.as_deref());
     let t0 = std::time::Instant::now();
-    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job)?;
+    // A squatted staging directory is said even under -q: someone on this node is at it.
+    let warn = |m: &str| eprintln!("lpmx-job[{}]: warning: {m}", host::hostname());
+    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job, &warn)?;
     if made {
         note(&format!(
             "staged for job {job} into {} ({} filesystem cache) in {:.1}s",
