@@ -135,6 +135,9 @@ pub enum Command {
     },
     /// Make images ready on this node for a job (for prologs): pull into the cache when
     /// missing and assemble the tree. Quiet unless -v; a warm image touches no network.
+    ///
+    /// It runs as the user whose cache it fills: run as root, it refuses a cache that is not
+    /// root's alone (a prolog becomes the job's user first, with runuser).
     Prefetch {
         /// Images, as for `pull`.
         #[arg(required = true, value_name = "IMAGE")]
