@@ -12,6 +12,8 @@ use std::ffi::{CStr, CString};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct User {
     pub name: String,
+    /// The primary group.
+    pub gid: u32,
     pub home: String,
     pub shell: String,
     pub gecos: String,
@@ -70,8 +72,10 @@ fn read(path: &str) -> String {
 fn passwd_line(text: &str, uid: u32) -> Option<User> {
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
+        let gid = f.get(3)?.parse().ok()?;
         (f.len() >= 7 && f[2].parse() == Ok(uid)).then(|| User {
             name: f[0].into(),
+            gid,
             gecos: f[4].into(),
             home: f[5].into(),
             shell: f[6].into(),
@@ -108,6 +112,7 @@ fn nss_user(uid: u32) -> Option<User> {
         }
         Some(User {
             name: text(pwd.pw_name),
+            gid: pwd.pw_gid,
             home: text(pwd.pw_dir),
             shell: text(pwd.pw_shell),
             gecos: text(pwd.pw_gecos),
@@ -140,6 +145,7 @@ mod tests {
         let pw = "root:x:0:0:root:/root:/bin/bash\n# comment\nbad line\n\
                   ann:x:1001:1001:Ann Lee,,,:/home/ann:/bin/zsh\n";
         let u = passwd_line(pw, 1001).unwrap();
+        assert_eq!(u.gid, 1001);
         assert_eq!(
             (
                 u.name.as_str(),

@@ -20,6 +20,9 @@ fn say(g: &Global, m: &str) {
 /// every node of a large job is cheap once one node has pulled.
 pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow::Result<u8> {
     let config = load_config(g)?;
+    if host::uid() == 0 {
+        root_may_fill(config.settings.cache_dir()?)?;
+    }
     let cache = open_cache(&config)?;
     let platform = match platform {
         Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
@@ -62,6 +65,44 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
     Ok(exit::OK)
 }
 
+/// Refuses a `prefetch` run as root into a cache that is not root's alone. Root would create
+/// root-owned files in a user's (or a group's) cache, which its users could then no longer
+/// replace, and would follow whatever links they planted there. Every directory from `/` to
+/// the cache (as far as it exists) must be root's and writable by no one else; a sticky one
+/// (`/tmp`) only above the nearest existing one, which root's own mkdir then makes safe.
+/// A prolog prefetches for a user by becoming that user first (`runuser`).
+fn root_may_fill(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let nearest = dir
+        .ancestors()
+        .find(|p| p.symlink_metadata().is_ok())
+        .unwrap_or(std::path::Path::new("/"));
+    let real = nearest
+        .canonicalize()
+        .map_err(|e| anyhow::anyhow!("prefetch as root: {}: {e}", nearest.display()))?;
+    for a in real.ancestors() {
+        let m = a
+            .symlink_metadata()
+            .map_err(|e| anyhow::anyhow!("prefetch as root: {}: {e}", a.display()))?;
+        let others_write = m.mode() & 0o022 != 0 && (m.mode() & 0o1000 == 0 || a == real);
+        if m.uid() != 0 || others_write {
+            let why = match (m.uid(), lpmx_job::accounts::user(m.uid())) {
+                (0, _) => format!("{} can be written by others", a.display()),
+                (_, Some(u)) => format!("{} belongs to {}", a.display(), u.name),
+                (uid, None) => format!("{} belongs to uid {uid}", a.display()),
+            };
+            anyhow::bail!(
+                "refusing to prefetch as root into the cache {}: {why}, and root would leave \
+                 root-owned files there and follow links planted in it. Run it as the \
+                 cache's user (runuser -u USER -- lpmx-job prefetch ...), as the prologs in \
+                 integrations/ do",
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
 /// Removes what job `job` staged on this node: under each of `dirs` (default the configured
 /// `stage.dir`, `$TMPDIR`, `/tmp`, `/dev/shm`), the caller's own staging, or every user's
 /// when run as root.
@@ -96,12 +137,23 @@ pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
     };
     let uid = host::uid();
     let who = if uid == 0 { None } else { Some(uid) };
+    let mut failed = 0;
     for base in &bases {
-        for d in stage::remove_job(base, job, who)? {
+        let done = stage::remove_job(base, job, who)?;
+        for d in &done.removed {
             say(g, &format!("job {job}: removed {}", d.display()));
         }
+        // One user's staging that cannot go must not keep the others'.
+        for e in &done.failed {
+            eprintln!("lpmx-job[{}]: cleanup of job {job}: {e}", host::hostname());
+        }
+        failed += done.failed.len();
     }
-    Ok(exit::OK)
+    Ok(if failed == 0 {
+        exit::OK
+    } else {
+        exit::OWN_FAILURE
+    })
 }
 
 /// The tree `run` enters: the cache's own, or, inside a job when `stage.mode` asks for it (by
@@ -129,7 +181,9 @@ pub fn staged(
     let tmpdir = std::env::var("TMPDIR").ok();
     let base = stage::base(s.dir.as_deref(), tmpdir.as_deref());
     let t0 = std::time::Instant::now();
-    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job)?;
+    // A squatted staging directory is said even under -q: someone on this node is at it.
+    let warn = |m: &str| eprintln!("lpmx-job[{}]: warning: {m}", host::hostname());
+    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job, &warn)?;
     if made {
         note(&format!(
             "staged for job {job} into {} ({} filesystem cache) in {:.1}s",

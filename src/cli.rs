@@ -135,6 +135,9 @@ pub enum Command {
     },
     /// Make images ready on this node for a job (for prologs): pull into the cache when
     /// missing and assemble the tree. Quiet unless -v; a warm image touches no network.
+    ///
+    /// It runs as the user whose cache it fills: run as root, it refuses a cache that is not
+    /// root's alone (a prolog becomes the job's user first, with runuser).
     Prefetch {
         /// Images, as for `pull`.
         #[arg(required = true, value_name = "IMAGE")]
@@ -145,6 +148,12 @@ pub enum Command {
     },
     /// Remove what a job staged on this node (for epilogs): the caller's staging, or every
     /// user's when run as root.
+    ///
+    /// Staging lives in BASE/lpmx-stage-UID/job-JOBID, or in BASE/lpmx-stage-UID.XXXXXXXXXX
+    /// (random, mode 0700) when lpmx-stage-UID was taken by someone else. Run as root, it acts
+    /// as each directory's owner, never as root, and follows no symbolic link; an
+    /// lpmx-stage-UID* owned by anyone but UID is a squat and is removed whole, as its owner.
+    /// Exits 125 if anything could not be removed (the rest is still removed).
     Cleanup {
         /// The job's id (SLURM_JOB_ID, PBS_JOBID, JOB_ID).
         #[arg(long, value_name = "ID")]

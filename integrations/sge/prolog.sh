@@ -19,9 +19,19 @@
 # (seconds, default 600), LPMX_HOOK_LOG (a file that receives one line per hook event, as
 # the Slurm hooks write; without it a success is silent).
 
+# Image lists are words, never file patterns: nothing here is glob-expanded.
+set -f
 LPMX_BIN=${LPMX_BIN:-lpmx-job}
 TIMEOUT=${LPMX_PROLOG_TIMEOUT:-600}
 JOB=${JOB_ID:-?}
+
+# As root (a queue's `prolog root@...`) everything here, LPMX_BIN and PATH included, would
+# come from the job's environment, which its user writes: root would run the user's program.
+# So it refuses, and says how to install it.
+if [ "$(id -u)" = 0 ]; then
+    echo "lpmx-job prolog (job $JOB): not run as root; set the queue's prolog without root@" >&2
+    exit 0
+fi
 
 log() {
     [ -n "${LPMX_HOOK_LOG:-}" ] &&

@@ -25,6 +25,7 @@ log() {
 }
 
 [ -n "$JOB" ] || { log "no SLURM_JOB_ID: nothing to do"; exit 0; }
+set -f # the site's directory list is words, not patterns
 set --
 for d in ${LPMX_STAGE_DIRS:-}; do set -- "$@" --dir "$d"; done
 if ! out=$(cd / && timeout 120 "$LPMX_BIN" -v cleanup --job "$JOB" "$@" 2>&1); then

@@ -26,6 +26,9 @@
 #   LPMX_PROLOG_TIMEOUT   seconds before giving up (default 600; keep under PrologEpilogTimeout)
 #   LPMX_HOOK_LOG         file that receives one line per hook event (default: syslog via logger)
 
+# Nothing here is ever glob-expanded: image lists are words of the job's user (its comment)
+# or the site's, never file patterns, and root must not list directories for a user.
+set -f
 LPMX_BIN=${LPMX_BIN:-lpmx-job}
 TIMEOUT=${LPMX_PROLOG_TIMEOUT:-600}
 JOB=${SLURM_JOB_ID:-${SLURM_JOBID:-}}
@@ -42,30 +45,54 @@ log() {
 
 [ -n "$JOB" ] || { log "no SLURM_JOB_ID: not run by slurmd, nothing to do"; exit 0; }
 
-# The job's comment, from the controller: "lpmx:IMG[,IMG...]" (other comments are ignored).
-comment=$(scontrol show job -o "$JOB" 2>/dev/null | sed -n 's/.* Comment=\([^ ]*\).*/\1/p')
-images=$LPMX_PROLOG_IMAGES
-case "$comment" in
-lpmx:*) images="$images $(echo "${comment#lpmx:}" | tr ',' ' ')" ;;
-esac
-# shellcheck disable=SC2086 # word splitting of the image list is intended
-set -- $images
-[ "$#" -gt 0 ] || exit 0
-
-if [ "$(id -u)" = 0 ] && [ -n "${SLURM_JOB_USER:-}" ] && [ "$SLURM_JOB_USER" != root ]; then
-    home=$(getent passwd "$SLURM_JOB_USER" | cut -d: -f6)
-    as_user() {
-        runuser -u "$SLURM_JOB_USER" -- env HOME="$home" USER="$SLURM_JOB_USER" \
-            LOGNAME="$SLURM_JOB_USER" "$@"
-    }
+# Root reads nothing the user wrote: the job's comment is fetched, split and used by the job's
+# user, in a shell that has become that user first. What it prints is one line for the log.
+if [ "$(id -u)" = 0 ]; then
+    case "${SLURM_JOB_USER:-}" in
+    "") log "no SLURM_JOB_USER: not prefetching as root for an unknown user"; exit 0 ;;
+    root) as_user() { "$@"; } ;;
+    *)
+        home=$(getent passwd "$SLURM_JOB_USER" | cut -d: -f6)
+        as_user() {
+            runuser -u "$SLURM_JOB_USER" -- env HOME="$home" USER="$SLURM_JOB_USER" \
+                LOGNAME="$SLURM_JOB_USER" "$@"
+        }
+        ;;
+    esac
 else
     as_user() { "$@"; }
 fi
 
+# $1 job id, $2 lpmx-job, $3 timeout, $4 the site's images. Exit 3: nothing to prefetch.
+# shellcheck disable=SC2016 # expanded by the user's shell, not this one
+as_the_user='
+set -f
+job=$1 bin=$2 timeout=$3 site=$4
+# The comment, from the controller: "lpmx:IMG[,IMG...]" (other comments are ignored).
+comment=$(scontrol show job -o "$job" 2>/dev/null | sed -n "s/.* Comment=\([^ ]*\).*/\1/p")
+images=$site
+case "$comment" in
+lpmx:*) images="$images $(printf "%s\n" "${comment#lpmx:}" | tr "," " ")" ;;
+esac
+# Word splitting of the list is intended; globbing is off (set -f).
+set -- $images
+[ "$#" -gt 0 ] || exit 3
 t0=$(date +%s)
-if out=$(cd / && as_user timeout "$TIMEOUT" "$LPMX_BIN" -q prefetch "$@" 2>&1); then
-    log "prefetched $* in $(($(date +%s) - t0))s"
+if out=$(cd / && timeout "$timeout" "$bin" -q prefetch "$@" 2>&1); then
+    echo "prefetched $* in $(($(date +%s) - t0))s"
 else
-    log "prefetch of $* failed after $(($(date +%s) - t0))s (the tasks will pull): $out"
+    echo "prefetch of $* failed after $(($(date +%s) - t0))s (the tasks will pull): $out"
+    exit 1
 fi
+'
+msg=$(cd / && as_user timeout $((TIMEOUT + 60)) sh -c "$as_the_user" lpmx-prolog \
+    "$JOB" "$LPMX_BIN" "$TIMEOUT" "${LPMX_PROLOG_IMAGES:-}" 2>&1)
+rc=$?
+# One line per event: what the user's side printed cannot forge further lines.
+msg=$(printf '%s' "$msg" | tr '\n' ' ')
+case $rc in
+0 | 1) log "$msg" ;;
+3) ;;
+*) log "prefetch did not finish (status $rc; the tasks will pull): $msg" ;;
+esac
 exit 0
