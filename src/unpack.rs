@@ -290,6 +290,53 @@ fn wrap<'a>(r: Box<dyn Read + 'a>, c: Compression, what: &str) -> Result<Box<dyn
     })
 }
 
+/// Stops a blob at the size its manifest declares. The size is checked while reading rather
+/// than once the blob is in: a 3 MB blob declared as 1,000 bytes otherwise decompresses (and
+/// unpacks) hundreds of megabytes before its digest can fail. No byte past the declared size
+/// reaches the decompressor: the read that crosses it fails instead, and records in `over`
+/// how many bytes had arrived by then, so the caller can name both sizes whatever layer of
+/// the decompressor and tar parser reports the failure.
+pub struct Capped<'c, R> {
+    inner: R,
+    declared: u64,
+    got: u64,
+    over: &'c std::cell::Cell<Option<u64>>,
+}
+
+impl<'c, R: Read> Capped<'c, R> {
+    pub fn new(inner: R, declared: u64, over: &'c std::cell::Cell<Option<u64>>) -> Self {
+        Capped {
+            inner,
+            declared,
+            got: 0,
+            over,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(received) = self.over.get() {
+            return Err(too_large(self.declared, received));
+        }
+        let n = self.inner.read(buf)?;
+        let received = self.got + n as u64;
+        if received > self.declared {
+            self.over.set(Some(received));
+            return Err(too_large(self.declared, received));
+        }
+        self.got = received;
+        Ok(n)
+    }
+}
+
+fn too_large(declared: u64, received: u64) -> io::Error {
+    io::Error::other(format!(
+        "the blob is larger than the {declared} bytes its manifest declares \
+         ({received} received when reading stopped)"
+    ))
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerStats {
     /// Archive members, not counting PAX and GNU long-name headers.
@@ -597,8 +644,19 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// An entry name for messages: a hostile name of thousands of bytes is cut in the middle,
+/// so the error stays readable and still shows where the name starts and ends.
 fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    const KEEP: usize = 120;
+    if b.len() <= 2 * KEEP + 40 {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    format!(
+        "{}...({} bytes)...{}",
+        String::from_utf8_lossy(&b[..KEEP]),
+        b.len(),
+        String::from_utf8_lossy(&b[b.len() - KEEP..])
+    )
 }
 
 fn utf8(b: &[u8]) -> Option<String> {
@@ -1112,57 +1170,9 @@ impl Unpacker<'_> {
 }
 
 /// Deletes the directory `name` in `parent` and everything below it, never following a
-/// symlink. Holds two fds whatever the depth: it walks down into the first subdirectory it
-/// finds and back up through `..` once a directory is empty.
-fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut cur = rustix::fs::openat(parent, ".", dir_flags, Mode::empty())?;
-    let mut names: Vec<Vec<u8>> = vec![name.to_vec()];
-    while let Some(top) = names.last().cloned() {
-        let dir = rustix::fs::openat(
-            &cur,
-            top.as_slice(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut sub = None;
-        for item in rustix::fs::Dir::read_from(&dir)? {
-            let item = item?;
-            let n = item.file_name().to_bytes();
-            if n == b"." || n == b".." {
-                continue;
-            }
-            let is_dir = match item.file_type() {
-                FileType::Directory => true,
-                FileType::Unknown => {
-                    FileType::from_raw_mode(
-                        rustix::fs::statat(&dir, n, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                    ) == FileType::Directory
-                }
-                _ => false,
-            };
-            if is_dir {
-                sub = Some(n.to_vec());
-                break;
-            }
-            rustix::fs::unlinkat(&dir, n, AtFlags::empty())?;
-        }
-        if let Some(n) = sub {
-            cur = dir;
-            names.push(n);
-            continue;
-        }
-        match rustix::fs::unlinkat(&cur, top.as_slice(), AtFlags::REMOVEDIR) {
-            // readdir may miss entries while they are being unlinked; scan again.
-            Err(Errno::NOTEMPTY) => continue,
-            r => r?,
-        }
-        names.pop();
-        if !names.is_empty() {
-            cur = rustix::fs::openat(&cur, "..", dir_flags, Mode::empty())?;
-        }
-    }
-    Ok(())
+/// symlink, at any depth (see [`crate::fswalk`]).
+fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    crate::fswalk::remove_at(parent, name)
 }
 
 #[cfg(test)]
@@ -1832,6 +1842,46 @@ mod tests {
             assert!(data[(1 << 20) + 512..].iter().all(|&b| b == 0));
             sb.assert_contained();
         }
+    }
+
+    #[test]
+    fn capped_reads_stop_at_the_declared_size() {
+        let over = std::cell::Cell::new(None);
+        let data = vec![7u8; 10_000];
+        let mut out = Vec::new();
+        Capped::new(&data[..], 10_000, &over)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(
+            (out.len(), over.get()),
+            (10_000, None),
+            "exactly the size: fine"
+        );
+
+        // An endless source: nothing past the declared size is handed on, and it says so.
+        let mut c = Capped::new(io::repeat(1), 1000, &over);
+        let (mut handed, mut buf) = (0, [0u8; 300]);
+        let err = loop {
+            match c.read(&mut buf) {
+                Ok(n) => handed += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(handed <= 1000, "{handed}");
+        let received = over.get().expect("records the overrun");
+        assert!(received > 1000 && received <= 1200, "{received}");
+        assert!(err.to_string().contains("1000 bytes"), "{err}");
+        assert!(c.read(&mut buf).is_err(), "and keeps failing");
+
+        // Through the decompressor and the unpacker: the layer fails, the cap is recorded.
+        let big = Raw::default().file("big", &pseudo_random(3 << 20)).bytes();
+        let over = std::cell::Cell::new(None);
+        let sb = Sandbox::new();
+        let rd = decompress_layer(Capped::new(&big[..], 1000, &over), "", WHAT).unwrap();
+        assert!(unpack_layer_with(rd, &sb.root, WHAT, resolver()).is_err());
+        assert!(over.get().is_some());
+        let written = fs::metadata(sb.p("big")).map(|m| m.len()).unwrap_or(0);
+        assert!(written <= 1000, "{written} bytes written");
     }
 
     #[test]
