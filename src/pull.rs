@@ -873,8 +873,30 @@ impl Puller<'_> {
             declared: layer.size,
             received,
         };
+        // The blob is kept (`blobs-v1/HEX`) so that `cache verify` can prove the layer and
+        // the trees built from it against it; one already kept (a repair re-unpacking a
+        // damaged layer) is read instead of the source, and checked against its digest here
+        // like any other.
+        let kept = self.cache.blob_path(&layer.digest);
+        let (input, copy): (Box<dyn Read + '_>, _) = match open_kept(&kept) {
+            Some(f) => (Box::new(f), None),
+            None => {
+                let copy = work.path().join("blob");
+                let out = std::fs::File::create(&copy).map_err(|e| cache::Error::Io {
+                    path: copy.clone(),
+                    source: e,
+                })?;
+                (
+                    Box::new(Tee {
+                        inner: source.open(image, &layer.digest)?,
+                        out,
+                    }),
+                    Some(copy),
+                )
+            }
+        };
         let mut compressed = Hashing::new(Counting::new(
-            unpack::Capped::new(source.open(image, &layer.digest)?, layer.size, &over),
+            unpack::Capped::new(input, layer.size, &over),
             self.opts.progress,
             key,
         ));
@@ -946,6 +968,13 @@ impl Puller<'_> {
             created: cache::now(),
         };
         self.cache.share_tree(&root)?;
+        // The blob before the layer: a published layer always has its blob to be proven by.
+        if let Some(copy) = copy {
+            std::fs::rename(&copy, &kept).map_err(|e| cache::Error::Io {
+                path: kept.clone(),
+                source: e,
+            })?;
+        }
         let meta = work.path().join("layer.json");
         std::fs::write(
             &meta,
@@ -967,6 +996,35 @@ impl Puller<'_> {
             ),
         );
         Ok(dest)
+    }
+}
+
+/// A kept layer blob, opened without following a symlink and only if it is a regular file
+/// (a FIFO planted there must not block the pull).
+fn open_kept(p: &Path) -> Option<std::io::BufReader<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .ok()?;
+    f.metadata()
+        .ok()?
+        .is_file()
+        .then(|| std::io::BufReader::with_capacity(1 << 20, f))
+}
+
+/// Copies what is read into a file: the layer blob, kept while it streams into the unpacker.
+struct Tee<R> {
+    inner: R,
+    out: std::fs::File,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.out, &buf[..n])?;
+        Ok(n)
     }
 }
 

@@ -607,6 +607,95 @@ impl<R: Read> Read for Tail<R> {
     }
 }
 
+/// What a tar member becomes, decided from its name and type alone. Shared by the unpacker
+/// and by `cache verify`, which rebuilds from a blob what unpacking it must have produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// PAX and GNU long-name headers: part of the next member, not members.
+    Header,
+    /// `.wh..wh..opq`: the directory (relative, UTF-8) hides lower layers' entries.
+    Opaque(String),
+    /// `.wh.NAME`: the path (relative, UTF-8) deletes a lower layer's entry.
+    Whiteout(String),
+    /// Character and block devices: never created.
+    Device,
+    /// Unknown entry types and AUFS metadata: skipped.
+    Other,
+    Dir,
+    File,
+    Symlink,
+    Link,
+    Fifo,
+}
+
+/// Classifies a member by its raw name and type; `Err` is why the archive is refused.
+pub fn classify(raw: &[u8], ty: EntryType) -> std::result::Result<Kind, String> {
+    if matches!(
+        ty,
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    ) {
+        return Ok(Kind::Header);
+    }
+    let (comps, escaped) = normalize(raw);
+    if comps.iter().any(|c| c.contains(&0)) {
+        return Err("NUL byte in name".into());
+    }
+    if raw.len() > MAX_PATH {
+        return Err(format!("name longer than {MAX_PATH} bytes"));
+    }
+    if let Some((base, dir)) = comps.split_last() {
+        if *base == b".wh..wh..opq" {
+            if escaped {
+                return Err("opaque marker outside the layer root".into());
+            }
+            return utf8(&join(dir))
+                .map(Kind::Opaque)
+                .ok_or_else(|| "name is not UTF-8".into());
+        }
+        if comps.iter().any(|c| c.starts_with(b".wh..wh.")) {
+            return Ok(Kind::Other);
+        }
+        if let Some(name) = base.strip_prefix(b".wh.") {
+            if escaped || matches!(name, b"" | b"." | b"..") {
+                return Err("whiteout outside the layer root".into());
+            }
+            let mut target = dir.to_vec();
+            target.push(name);
+            return utf8(&join(&target))
+                .map(Kind::Whiteout)
+                .ok_or_else(|| "name is not UTF-8".into());
+        }
+    }
+    if ty == EntryType::Directory || (ty == EntryType::Regular && raw.ends_with(b"/")) {
+        return Ok(Kind::Dir);
+    }
+    Ok(match ty {
+        EntryType::Char | EntryType::Block => Kind::Device,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Symlink => Kind::Symlink,
+        EntryType::Link => Kind::Link,
+        EntryType::Fifo => Kind::Fifo,
+        _ => Kind::Other,
+    })
+}
+
+/// The mode a directory entry gets: setuid and setgid dropped, sticky kept, and the owner
+/// always `rwx` so the cache can list and delete the tree.
+pub fn dir_mode(raw: u32) -> u32 {
+    (raw & 0o1777) | 0o700
+}
+
+/// The mode a file or FIFO gets: setuid, setgid and sticky dropped, the owner always `rw`.
+pub fn file_mode(raw: u32) -> u32 {
+    (raw & 0o777) | 0o600
+}
+
+/// The mode of a parent directory the archive leaves out, as tar makes it.
+pub const IMPLICIT_DIR_MODE: u32 = 0o755;
+
 struct DirMeta {
     mode: u32,
     mtime: Option<Timespec>,
@@ -627,7 +716,7 @@ struct Unpacker<'w> {
 
 /// Splits a member name into components, dropping empty and `.` ones and clamping `..` at
 /// the root. The flag says whether a `..` tried to climb above it.
-fn normalize(raw: &[u8]) -> (Vec<&[u8]>, bool) {
+pub fn normalize(raw: &[u8]) -> (Vec<&[u8]>, bool) {
     let mut comps: Vec<&[u8]> = Vec::new();
     let mut escaped = false;
     for c in raw.split(|&b| b == b'/') {
@@ -741,63 +830,29 @@ impl Unpacker<'_> {
             return Ok(shown);
         }
         self.stats.entries += 1;
-
-        let (comps, escaped) = normalize(&raw);
-        if comps.iter().any(|c| c.contains(&0)) {
-            return Err(self.invalid(&shown, "NUL byte in name"));
-        }
-        if raw.len() > MAX_PATH {
-            return Err(self.invalid(&shown, format!("name longer than {MAX_PATH} bytes")));
-        }
-
-        if let Some((base, dir)) = comps.split_last() {
-            if *base == b".wh..wh..opq" {
-                if escaped {
-                    return Err(self.invalid(&shown, "opaque marker outside the layer root"));
-                }
-                let d =
-                    utf8(&join(dir)).ok_or_else(|| self.invalid(&shown, "name is not UTF-8"))?;
+        let (comps, _) = normalize(&raw);
+        let is_dir = match classify(&raw, ty).map_err(|why| self.invalid(&shown, why))? {
+            Kind::Header => unreachable!("handled above"),
+            Kind::Opaque(d) => {
                 self.stats.opaque_dirs.push(d);
                 return Ok(shown);
             }
-            if comps.iter().any(|c| c.starts_with(b".wh..wh.")) {
-                self.stats.skipped_other += 1;
-                return Ok(shown);
-            }
-            if let Some(name) = base.strip_prefix(b".wh.") {
-                if escaped || matches!(name, b"" | b"." | b"..") {
-                    return Err(self.invalid(&shown, "whiteout outside the layer root"));
-                }
-                let mut target = dir.to_vec();
-                target.push(name);
-                let w = utf8(&join(&target))
-                    .ok_or_else(|| self.invalid(&shown, "name is not UTF-8"))?;
+            Kind::Whiteout(w) => {
                 self.stats.whiteouts.push(w);
                 return Ok(shown);
             }
-        }
-
+            Kind::Device => {
+                self.stats.skipped_devices += 1;
+                return Ok(shown);
+            }
+            Kind::Other => {
+                self.stats.skipped_other += 1;
+                return Ok(shown);
+            }
+            Kind::Dir => true,
+            Kind::File | Kind::Symlink | Kind::Link | Kind::Fifo => false,
+        };
         let header = entry.header();
-        let is_dir =
-            ty == EntryType::Directory || (ty == EntryType::Regular && raw.ends_with(b"/"));
-        if matches!(ty, EntryType::Char | EntryType::Block) {
-            self.stats.skipped_devices += 1;
-            return Ok(shown);
-        }
-        let known = is_dir
-            || matches!(
-                ty,
-                EntryType::Regular
-                    | EntryType::Continuous
-                    | EntryType::GNUSparse
-                    | EntryType::Symlink
-                    | EntryType::Link
-                    | EntryType::Fifo
-            );
-        if !known {
-            self.stats.skipped_other += 1;
-            return Ok(shown);
-        }
         if !matches!((header.uid(), header.gid()), (Ok(0), Ok(0))) {
             self.stats.ignored_ownership += 1;
         }
@@ -820,7 +875,7 @@ impl Unpacker<'_> {
                 self.dirs.insert(
                     Vec::new(),
                     DirMeta {
-                        mode: (raw_mode & 0o1777) | 0o700,
+                        mode: dir_mode(raw_mode),
                         mtime,
                     },
                 );
@@ -840,7 +895,7 @@ impl Unpacker<'_> {
             self.dirs.insert(
                 key,
                 DirMeta {
-                    mode: (raw_mode & 0o1777) | 0o700,
+                    mode: dir_mode(raw_mode),
                     mtime,
                 },
             );
@@ -882,7 +937,7 @@ impl Unpacker<'_> {
             }
             EntryType::Fifo => {
                 self.clear_slot(&parent, name, false, &key, &shown)?;
-                let mode = (raw_mode & 0o777) | 0o600;
+                let mode = file_mode(raw_mode);
                 match rustix::fs::mknodat(
                     &parent,
                     *name,
@@ -921,7 +976,7 @@ impl Unpacker<'_> {
                 .map_err(|e| io_err(self.what, &shown, "create file", e))?;
                 let mut file = File::from(fd);
                 let written = self.copy(entry, &mut file, &shown)?;
-                let mode = (raw_mode & 0o777) | 0o600;
+                let mode = file_mode(raw_mode);
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
                     .map_err(|e| io_err(self.what, &shown, "set file mode", e))?;
                 if let Some(t) = mtime {
@@ -1065,7 +1120,7 @@ impl Unpacker<'_> {
                     )
                     .map_err(|e| io_err(self.what, shown, "open parent directory", e))?;
                     self.dirs.entry(prefix).or_insert(DirMeta {
-                        mode: 0o755,
+                        mode: IMPLICIT_DIR_MODE,
                         mtime: None,
                     });
                     fd

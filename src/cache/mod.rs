@@ -319,6 +319,11 @@ impl Cache {
         &self.root
     }
 
+    /// The read-only site caches searched before this one.
+    pub fn readonly_roots(&self) -> &[PathBuf] {
+        &self.readonly
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join(BLOBS).join(d.hex())
     }
