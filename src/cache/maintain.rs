@@ -298,6 +298,14 @@ impl Expected {
         parents: &[Vec<u8>],
         create: bool,
     ) -> std::result::Result<Vec<u8>, String> {
+        // Every key's parents are directories of the map (a key is only ever placed below
+        // a resolved directory, and replacing a directory drops what was below it), so a
+        // parent that is a directory already is its own resolution: the common case, and
+        // linear rather than quadratic in a deep archive's depth.
+        let direct = key_of(parents);
+        if parents.is_empty() || matches!(self.paths.get(&direct), Some(Want::Dir { .. })) {
+            return Ok(direct);
+        }
         let mut cur: Vec<Vec<u8>> = Vec::new();
         let mut pending: Vec<(Vec<u8>, bool)> =
             parents.iter().rev().map(|c| (c.clone(), false)).collect();
