@@ -1124,3 +1124,194 @@ pub fn prune(cache: &Cache, older_than: Option<u64>, log: &dyn Fn(&str)) -> Resu
     cache.reclaim();
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn tar(build: impl FnOnce(&mut tar::Builder<Vec<u8>>)) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        build(&mut b);
+        b.into_inner().unwrap()
+    }
+
+    fn add(
+        b: &mut tar::Builder<Vec<u8>>,
+        path: &str,
+        ty: tar::EntryType,
+        mode: u32,
+        data: &[u8],
+        link: &str,
+    ) {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(ty);
+        h.set_mode(mode);
+        h.set_size(data.len() as u64);
+        if !link.is_empty() {
+            h.set_link_name(link).unwrap();
+        }
+        b.append_data(&mut h, path, data).unwrap();
+    }
+
+    /// Unpacks a layer tar as a pull does (blob kept, `layer.json` written) and returns its
+    /// reference.
+    fn layer(cache: &Cache, bytes: &[u8]) -> super::super::LayerRef {
+        let d = super::super::sha256(bytes);
+        std::fs::write(cache.blob_path(&d), bytes).unwrap();
+        let dir = cache.layer_dir(&d);
+        std::fs::create_dir_all(dir.join("root")).unwrap();
+        let stats = unpack::unpack_layer(bytes, &dir.join("root"), "test layer").unwrap();
+        let rec = LayerRecord {
+            digest: d.clone(),
+            diff_id: d.clone(),
+            media_type: "application/vnd.oci.image.layer.v1.tar".into(),
+            compressed_size: bytes.len() as u64,
+            stats,
+            tree: Default::default(),
+            source: "test".into(),
+            created: 0,
+        };
+        std::fs::write(dir.join("layer.json"), serde_json::to_vec(&rec).unwrap()).unwrap();
+        super::super::LayerRef {
+            digest: d,
+            diff_id: None,
+            size: bytes.len() as u64,
+            media_type: rec.media_type,
+        }
+    }
+
+    /// Two layers with what trips a naive model: later members replacing earlier ones (a
+    /// directory by a file), entries written through the layer's own symlinked parent,
+    /// implicit parents, a hard link, setuid dropped, a `./` root entry, then a whiteout and
+    /// an opaque directory above.
+    fn image(cache: &Cache) -> ImageRecord {
+        use tar::EntryType as T;
+        let l1 = tar(|b| {
+            add(b, "./", T::Directory, 0o750, b"", "");
+            add(b, "bin/tool", T::Regular, 0o4755, b"#!tool v1\n", "");
+            add(b, "bin/same", T::Regular, 0o644, b"AAAA", "");
+            add(b, "data/", T::Directory, 0o500, b"", "");
+            add(b, "data/x", T::Regular, 0o644, b"x", "");
+            add(b, "lib", T::Symlink, 0o777, b"", "real/lib");
+            add(b, "real/lib/", T::Directory, 0o755, b"", "");
+            add(b, "lib/libc.so", T::Regular, 0o755, b"libc", "");
+            add(
+                b,
+                "deep/er/file",
+                T::Regular,
+                0o600,
+                b"implicit parents",
+                "",
+            );
+            add(b, "hard", T::Link, 0, b"", "bin/same");
+            add(b, "gone/", T::Directory, 0o755, b"", "");
+            add(b, "gone/a", T::Regular, 0o644, b"a", "");
+            add(b, "gone", T::Regular, 0o644, b"now a file", "");
+            add(b, "opq/keep-not", T::Regular, 0o644, b"lower", "");
+        });
+        let l2 = tar(|b| {
+            add(b, "bin/.wh.same", T::Regular, 0o644, b"", "");
+            add(b, "opq/.wh..wh..opq", T::Regular, 0o644, b"", "");
+            add(b, "opq/new", T::Regular, 0o644, b"upper", "");
+            add(b, "bin/tool", T::Regular, 0o755, b"#!tool v2\n", "");
+        });
+        let rec = ImageRecord {
+            names: vec!["example.org/test:1".into()],
+            manifest: super::super::sha256(b"manifest"),
+            config: super::super::sha256(b"config"),
+            platform: "linux/amd64".into(),
+            layers: vec![layer(cache, &l1), layer(cache, &l2)],
+            size: 0,
+            pulled: 0,
+            last_used: 0,
+        };
+        cache.put_blob(&rec.config, b"config", "config").unwrap();
+        cache.write_image(rec.clone()).unwrap();
+        crate::rootfs::image_tree(cache, &rec, &|_| {}).unwrap();
+        rec
+    }
+
+    fn replace(p: &Path, content: &[u8], mode: u32) {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = p.parent().unwrap();
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let _ = std::fs::remove_file(p);
+        std::fs::write(p, content).unwrap();
+        std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+
+    #[test]
+    fn the_model_matches_what_unpack_and_rootfs_make_and_catches_each_change() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::open(d.path(), Duration::from_secs(5), vec![], None).unwrap();
+        let rec = image(&cache);
+        let faults = verify(&cache).unwrap();
+        assert!(faults.is_empty(), "{faults:#?}");
+
+        let tree = cache
+            .root()
+            .join(TREES)
+            .join(rec.manifest.hex())
+            .join("root");
+        let l1 = cache.layer_dir(&rec.layers[0].digest).join("root");
+        let expect = |needle: &str, what: &str| {
+            let faults = verify(&cache).unwrap();
+            assert!(
+                faults
+                    .iter()
+                    .any(|f| f.what.contains(needle) && f.what.contains(what)),
+                "{needle} {what}: {faults:#?}"
+            );
+        };
+        // Same size, other content, in the tree (a new inode, as a swap makes).
+        replace(&tree.join("bin/tool"), b"#!tool v3\n", 0o755);
+        expect("/bin/tool", "content differs");
+        // An executable bit added to a layer file that the tree links.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            l1.join("real/lib/libc.so"),
+            std::fs::Permissions::from_mode(0o4755),
+        )
+        .unwrap();
+        expect("/real/lib/libc.so", "mode 4755, the blob says 0755");
+        // An extra file, a missing one, a symlink retargeted.
+        std::fs::write(tree.join("etc-extra"), b"").unwrap();
+        expect("/etc-extra", "none of its layers has");
+        std::fs::remove_file(l1.join("deep/er/file")).unwrap();
+        expect("/deep/er/file", "missing");
+        std::fs::remove_file(tree.join("lib")).unwrap();
+        std::os::unix::fs::symlink("/tmp", tree.join("lib")).unwrap();
+        expect("/lib", "symlink to \"/tmp\"");
+        // The whiteout and the opaque directory: their victims back in the tree are extra.
+        std::fs::write(tree.join("bin/same"), b"AAAA").unwrap();
+        expect("/bin/same", "none of its layers has");
+        std::fs::write(tree.join("opq/keep-not"), b"lower").unwrap();
+        expect("/opq/keep-not", "none of its layers has");
+        for f in verify(&cache).unwrap() {
+            assert!(
+                f.what.contains("example.org/test:1"),
+                "names the image: {f:?}"
+            );
+            assert_ne!(f.repair, Repair::None, "{f:?}");
+        }
+    }
+
+    #[test]
+    fn a_model_of_a_deep_or_self_referencing_archive_stays_finite() {
+        use tar::EntryType as T;
+        let bytes = tar(|b| {
+            add(b, "a", T::Symlink, 0o777, b"", "b");
+            add(b, "b", T::Symlink, 0o777, b"", "a");
+            add(b, "a/x", T::Regular, 0o644, b"x", "");
+        });
+        let err = Expected::from_tar(&bytes[..]).unwrap_err();
+        assert!(err.contains("symlinks"), "{err}");
+        let deep = "d/".repeat(2000);
+        let bytes = tar(|b| add(b, &format!("{deep}f"), T::Regular, 0o644, b"f", ""));
+        let started = std::time::Instant::now();
+        let exp = Expected::from_tar(&bytes[..]).unwrap();
+        assert_eq!(exp.paths.len(), 2001);
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+}
