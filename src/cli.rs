@@ -208,9 +208,9 @@ pub enum CacheCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Re-hash blobs and check extracted layers are complete; exit 1 and list any fault.
+    /// Prove blobs, layers and image trees against their digests; exit 1 and list any fault.
     Verify {
-        /// Remove damaged entries and pull the affected images again.
+        /// Rebuild damaged layers and trees, refetch damaged blobs.
         #[arg(long)]
         repair: bool,
     },

@@ -513,23 +513,50 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         ));
                         return Ok(exit::OK);
                     }
+                    let fixable = faults
+                        .iter()
+                        .filter(|f| f.repair != maintain::Repair::None)
+                        .count();
                     if !repair {
+                        // Only what --repair really fixes is promised.
                         log(&format!(
-                            "{} faults in {}; `lpmx-job cache verify --repair` fixes them",
+                            "{} faults in {}; `lpmx-job cache verify --repair` fixes {}{}",
                             faults.len(),
-                            cache.root().display()
+                            cache.root().display(),
+                            if fixable == faults.len() {
+                                "them".to_string()
+                            } else {
+                                format!("{fixable} of them")
+                            },
+                            if fixable == faults.len() {
+                                ""
+                            } else {
+                                "; the others say what to do"
+                            }
                         ));
                         return Ok(exit::CHECK_FAILED);
                     }
                     let mut again = std::collections::BTreeSet::new();
+                    let mut rebuild = std::collections::BTreeSet::new();
+                    let mut removed = std::collections::BTreeSet::new();
                     for f in &faults {
-                        maintain::remove_entry(&cache, &f.path, &log)?;
-                        again.extend(f.images.iter().cloned());
+                        if f.repair == maintain::Repair::None || !removed.insert(f.path.clone()) {
+                            continue;
+                        }
+                        if f.repair == maintain::Repair::Rebuild {
+                            if !maintain::remove_tree_entry(&cache, &f.path, &log)? {
+                                continue;
+                            }
+                            rebuild.extend(f.images.iter().cloned());
+                        } else {
+                            maintain::remove_entry(&cache, &f.path, &log)?;
+                            again.extend(f.images.iter().cloned());
+                        }
                     }
                     let progress =
                         lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
-                    for name in again {
-                        let reference = Reference::parse(&name)?;
+                    for name in again.iter().chain(&rebuild) {
+                        let reference = Reference::parse(name)?;
                         let opts = pull::Options {
                             platform: pull::Platform::host(),
                             jobs: 3,
@@ -537,14 +564,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                             offline: false,
                             resolve_window: config.settings.registry.resolve_window,
                         };
-                        pull_one(&config, &cache, &reference, opts)
+                        // A layer comes back from its kept blob when that is sound.
+                        let rec = pull_one(&config, &cache, &reference, opts)
                             .with_context(|| format!("repairing {name}"))?;
+                        if rebuild.contains(name) {
+                            lpmx_job::rootfs::image_tree(&cache, &rec, &log)
+                                .with_context(|| format!("rebuilding the tree of {name}"))?;
+                        }
                     }
                     let left = maintain::verify(&cache)?;
                     for f in &left {
                         println!("FAULT {}: {}", f.path.display(), f.what);
                     }
                     Ok(if left.is_empty() {
+                        log(&format!(
+                            "cache {} repaired: no faults left",
+                            cache.root().display()
+                        ));
                         exit::OK
                     } else {
                         exit::CHECK_FAILED

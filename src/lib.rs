@@ -11,6 +11,7 @@ pub mod doctor;
 pub mod environ;
 pub mod exit;
 pub mod expose;
+pub mod fswalk;
 pub mod host;
 pub mod lock;
 pub mod mpi;

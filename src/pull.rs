@@ -27,6 +27,23 @@ pub enum Error {
     Unpack(#[from] unpack::Error),
     #[error("{image}: {why}")]
     Image { image: String, why: String },
+    #[error(
+        "{image}: layer {digest} is larger than its manifest declares: {declared} bytes \
+         declared, {received} received when lpmx-job stopped reading"
+    )]
+    LayerTooLarge {
+        image: String,
+        digest: String,
+        declared: u64,
+        received: u64,
+    },
+    #[error("{image}: {what} {digest} is larger than {limit} bytes; refused")]
+    TooLarge {
+        image: String,
+        what: &'static str,
+        digest: String,
+        limit: u64,
+    },
     #[error("{image}: {path}: {source}")]
     Source {
         image: String,
@@ -250,6 +267,10 @@ fn first_answer<'e, T>(
     }))
 }
 
+/// Manifests and configs are JSON of a few kilobytes; this bounds what a hostile source can
+/// make us hold in memory.
+const SMALL_BLOB_LIMIT: u64 = 16 << 20;
+
 /// Where blobs come from.
 enum Source<'a> {
     Registry {
@@ -292,16 +313,27 @@ impl Source<'_> {
         }
     }
 
-    fn read_small(&self, image: &str, d: &Digest) -> Result<Vec<u8>> {
+    /// A manifest or config: read whole, but no more than [`SMALL_BLOB_LIMIT`] (one byte
+    /// more is read to tell a blob at the limit from a larger one, which is refused as too
+    /// large rather than left to fail its digest).
+    fn read_small(&self, image: &str, d: &Digest, what: &'static str) -> Result<Vec<u8>> {
         let mut buf = Vec::new();
         self.open(image, d)?
-            .take(16 << 20)
+            .take(SMALL_BLOB_LIMIT + 1)
             .read_to_end(&mut buf)
             .map_err(|source| Error::Source {
                 image: image.into(),
                 path: PathBuf::from(d.to_string()),
                 source,
             })?;
+        if buf.len() as u64 > SMALL_BLOB_LIMIT {
+            return Err(Error::TooLarge {
+                image: image.into(),
+                what,
+                digest: d.to_string(),
+                limit: SMALL_BLOB_LIMIT,
+            });
+        }
         Ok(buf)
     }
 }
@@ -540,7 +572,7 @@ impl Puller<'_> {
             image: image.clone(),
             why,
         })?;
-        let bytes = source.read_small(&image, &d)?;
+        let bytes = source.read_small(&image, &d, "manifest")?;
         let actual = cache::sha256(&bytes);
         if actual != d {
             return Err(cache::Error::DigestMismatch {
@@ -552,7 +584,7 @@ impl Puller<'_> {
         }
         let header = entry.media_type().to_string();
         let (manifest_digest, manifest) = self.select(&image, bytes, d, &header, |d| {
-            Ok((source.read_small(&image, d)?, String::new()))
+            Ok((source.read_small(&image, d, "manifest")?, String::new()))
         })?;
         self.fetch(&image, &source, &manifest_digest, &manifest)
     }
@@ -750,7 +782,7 @@ impl Puller<'_> {
                 match self.cache.read_blob(&config_digest)? {
                     Some(b) => b,
                     None => {
-                        let b = source.read_small(image, &config_digest)?;
+                        let b = source.read_small(image, &config_digest, "config")?;
                         self.cache.put_blob(&config_digest, &b, &what)?;
                         b
                     }
@@ -870,12 +902,43 @@ impl Puller<'_> {
             source: e,
         })?;
 
+        // The declared size caps the read for every source alike (registry, OCI layout,
+        // `docker save` member): whichever layer below reports the cut, `over` tells.
+        let over = std::cell::Cell::new(None);
+        let too_large = |received: u64| Error::LayerTooLarge {
+            image: image.into(),
+            digest: layer.digest.to_string(),
+            declared: layer.size,
+            received,
+        };
+        // The blob is kept (`blobs-v1/HEX`) so that `cache verify` can prove the layer and
+        // the trees built from it against it; one already kept (a repair re-unpacking a
+        // damaged layer) is read instead of the source, and checked against its digest here
+        // like any other.
+        let kept = self.cache.blob_path(&layer.digest);
+        let (input, copy): (Box<dyn Read + '_>, _) = match open_kept(&kept) {
+            Some(f) => (Box::new(f), None),
+            None => {
+                let copy = work.path().join("blob");
+                let out = std::fs::File::create(&copy).map_err(|e| cache::Error::Io {
+                    path: copy.clone(),
+                    source: e,
+                })?;
+                (
+                    Box::new(Tee {
+                        inner: source.open(image, &layer.digest)?,
+                        out,
+                    }),
+                    Some(copy),
+                )
+            }
+        };
         let mut compressed = Hashing::new(Counting::new(
-            source.open(image, &layer.digest)?,
+            unpack::Capped::new(input, layer.size, &over),
             self.opts.progress,
             key,
         ));
-        let (stats, diff_id) = {
+        let unpacked = (|| -> Result<_> {
             let decompressed = unpack::decompress(&mut compressed, &layer.media_type)?;
             let mut tar = Hashing::new(decompressed);
             let stats = unpack::unpack_layer(&mut tar, &root, &what)?;
@@ -884,9 +947,17 @@ impl Puller<'_> {
                 path: dest.clone(),
                 source: e,
             })?;
-            (stats, diff_id)
-        };
-        let (digest, size) = compressed.finish().map_err(|e| Error::Source {
+            Ok((stats, diff_id))
+        })();
+        if let Some(received) = over.get() {
+            return Err(too_large(received));
+        }
+        let (stats, diff_id) = unpacked?;
+        let finished = compressed.finish();
+        if let Some(received) = over.get() {
+            return Err(too_large(received));
+        }
+        let (digest, size) = finished.map_err(|e| Error::Source {
             image: image.into(),
             path: dest.clone(),
             source: e,
@@ -924,11 +995,24 @@ impl Puller<'_> {
             media_type: layer.media_type.clone(),
             compressed_size: size,
             stats,
-            tree: cache::tree_summary(&root)?,
+            // By descriptor: a tree deeper than PATH_MAX allows is counted, not an error.
+            tree: crate::fswalk::summary(&root)
+                .map(|(entries, bytes)| cache::TreeSummary { entries, bytes })
+                .map_err(|e| cache::Error::Io {
+                    path: root.clone(),
+                    source: e,
+                })?,
             source: image.to_string(),
             created: cache::now(),
         };
         self.cache.share_tree(&root)?;
+        // The blob before the layer: a published layer always has its blob to be proven by.
+        if let Some(copy) = copy {
+            std::fs::rename(&copy, &kept).map_err(|e| cache::Error::Io {
+                path: kept.clone(),
+                source: e,
+            })?;
+        }
         let meta = work.path().join("layer.json");
         std::fs::write(
             &meta,
@@ -950,6 +1034,35 @@ impl Puller<'_> {
             ),
         );
         Ok(dest)
+    }
+}
+
+/// A kept layer blob, opened without following a symlink and only if it is a regular file
+/// (a FIFO planted there must not block the pull).
+fn open_kept(p: &Path) -> Option<std::io::BufReader<std::fs::File>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .ok()?;
+    f.metadata()
+        .ok()?
+        .is_file()
+        .then(|| std::io::BufReader::with_capacity(1 << 20, f))
+}
+
+/// Copies what is read into a file: the layer blob, kept while it streams into the unpacker.
+struct Tee<R> {
+    inner: R,
+    out: std::fs::File,
+}
+
+impl<R: Read> Read for Tee<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        std::io::Write::write_all(&mut self.out, &buf[..n])?;
+        Ok(n)
     }
 }
 

@@ -290,6 +290,53 @@ fn wrap<'a>(r: Box<dyn Read + 'a>, c: Compression, what: &str) -> Result<Box<dyn
     })
 }
 
+/// Stops a blob at the size its manifest declares. The size is checked while reading rather
+/// than once the blob is in: a 3 MB blob declared as 1,000 bytes otherwise decompresses (and
+/// unpacks) hundreds of megabytes before its digest can fail. No byte past the declared size
+/// reaches the decompressor: the read that crosses it fails instead, and records in `over`
+/// how many bytes had arrived by then, so the caller can name both sizes whatever layer of
+/// the decompressor and tar parser reports the failure.
+pub struct Capped<'c, R> {
+    inner: R,
+    declared: u64,
+    got: u64,
+    over: &'c std::cell::Cell<Option<u64>>,
+}
+
+impl<'c, R: Read> Capped<'c, R> {
+    pub fn new(inner: R, declared: u64, over: &'c std::cell::Cell<Option<u64>>) -> Self {
+        Capped {
+            inner,
+            declared,
+            got: 0,
+            over,
+        }
+    }
+}
+
+impl<R: Read> Read for Capped<'_, R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if let Some(received) = self.over.get() {
+            return Err(too_large(self.declared, received));
+        }
+        let n = self.inner.read(buf)?;
+        let received = self.got + n as u64;
+        if received > self.declared {
+            self.over.set(Some(received));
+            return Err(too_large(self.declared, received));
+        }
+        self.got = received;
+        Ok(n)
+    }
+}
+
+fn too_large(declared: u64, received: u64) -> io::Error {
+    io::Error::other(format!(
+        "the blob is larger than the {declared} bytes its manifest declares \
+         ({received} received when reading stopped)"
+    ))
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerStats {
     /// Archive members, not counting PAX and GNU long-name headers.
@@ -560,6 +607,95 @@ impl<R: Read> Read for Tail<R> {
     }
 }
 
+/// What a tar member becomes, decided from its name and type alone. Shared by the unpacker
+/// and by `cache verify`, which rebuilds from a blob what unpacking it must have produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Kind {
+    /// PAX and GNU long-name headers: part of the next member, not members.
+    Header,
+    /// `.wh..wh..opq`: the directory (relative, UTF-8) hides lower layers' entries.
+    Opaque(String),
+    /// `.wh.NAME`: the path (relative, UTF-8) deletes a lower layer's entry.
+    Whiteout(String),
+    /// Character and block devices: never created.
+    Device,
+    /// Unknown entry types and AUFS metadata: skipped.
+    Other,
+    Dir,
+    File,
+    Symlink,
+    Link,
+    Fifo,
+}
+
+/// Classifies a member by its raw name and type; `Err` is why the archive is refused.
+pub fn classify(raw: &[u8], ty: EntryType) -> std::result::Result<Kind, String> {
+    if matches!(
+        ty,
+        EntryType::XGlobalHeader
+            | EntryType::XHeader
+            | EntryType::GNULongName
+            | EntryType::GNULongLink
+    ) {
+        return Ok(Kind::Header);
+    }
+    let (comps, escaped) = normalize(raw);
+    if comps.iter().any(|c| c.contains(&0)) {
+        return Err("NUL byte in name".into());
+    }
+    if raw.len() > MAX_PATH {
+        return Err(format!("name longer than {MAX_PATH} bytes"));
+    }
+    if let Some((base, dir)) = comps.split_last() {
+        if *base == b".wh..wh..opq" {
+            if escaped {
+                return Err("opaque marker outside the layer root".into());
+            }
+            return utf8(&join(dir))
+                .map(Kind::Opaque)
+                .ok_or_else(|| "name is not UTF-8".into());
+        }
+        if comps.iter().any(|c| c.starts_with(b".wh..wh.")) {
+            return Ok(Kind::Other);
+        }
+        if let Some(name) = base.strip_prefix(b".wh.") {
+            if escaped || matches!(name, b"" | b"." | b"..") {
+                return Err("whiteout outside the layer root".into());
+            }
+            let mut target = dir.to_vec();
+            target.push(name);
+            return utf8(&join(&target))
+                .map(Kind::Whiteout)
+                .ok_or_else(|| "name is not UTF-8".into());
+        }
+    }
+    if ty == EntryType::Directory || (ty == EntryType::Regular && raw.ends_with(b"/")) {
+        return Ok(Kind::Dir);
+    }
+    Ok(match ty {
+        EntryType::Char | EntryType::Block => Kind::Device,
+        EntryType::Regular | EntryType::Continuous | EntryType::GNUSparse => Kind::File,
+        EntryType::Symlink => Kind::Symlink,
+        EntryType::Link => Kind::Link,
+        EntryType::Fifo => Kind::Fifo,
+        _ => Kind::Other,
+    })
+}
+
+/// The mode a directory entry gets: setuid and setgid dropped, sticky kept, and the owner
+/// always `rwx` so the cache can list and delete the tree.
+pub fn dir_mode(raw: u32) -> u32 {
+    (raw & 0o1777) | 0o700
+}
+
+/// The mode a file or FIFO gets: setuid, setgid and sticky dropped, the owner always `rw`.
+pub fn file_mode(raw: u32) -> u32 {
+    (raw & 0o777) | 0o600
+}
+
+/// The mode of a parent directory the archive leaves out, as tar makes it.
+pub const IMPLICIT_DIR_MODE: u32 = 0o755;
+
 struct DirMeta {
     mode: u32,
     mtime: Option<Timespec>,
@@ -580,7 +716,7 @@ struct Unpacker<'w> {
 
 /// Splits a member name into components, dropping empty and `.` ones and clamping `..` at
 /// the root. The flag says whether a `..` tried to climb above it.
-fn normalize(raw: &[u8]) -> (Vec<&[u8]>, bool) {
+pub fn normalize(raw: &[u8]) -> (Vec<&[u8]>, bool) {
     let mut comps: Vec<&[u8]> = Vec::new();
     let mut escaped = false;
     for c in raw.split(|&b| b == b'/') {
@@ -597,8 +733,19 @@ fn join(comps: &[&[u8]]) -> Vec<u8> {
     comps.join(&b'/')
 }
 
+/// An entry name for messages: a hostile name of thousands of bytes is cut in the middle,
+/// so the error stays readable and still shows where the name starts and ends.
 fn show(b: &[u8]) -> String {
-    String::from_utf8_lossy(b).into_owned()
+    const KEEP: usize = 120;
+    if b.len() <= 2 * KEEP + 40 {
+        return String::from_utf8_lossy(b).into_owned();
+    }
+    format!(
+        "{}...({} bytes)...{}",
+        String::from_utf8_lossy(&b[..KEEP]),
+        b.len(),
+        String::from_utf8_lossy(&b[b.len() - KEEP..])
+    )
 }
 
 fn utf8(b: &[u8]) -> Option<String> {
@@ -683,63 +830,29 @@ impl Unpacker<'_> {
             return Ok(shown);
         }
         self.stats.entries += 1;
-
-        let (comps, escaped) = normalize(&raw);
-        if comps.iter().any(|c| c.contains(&0)) {
-            return Err(self.invalid(&shown, "NUL byte in name"));
-        }
-        if raw.len() > MAX_PATH {
-            return Err(self.invalid(&shown, format!("name longer than {MAX_PATH} bytes")));
-        }
-
-        if let Some((base, dir)) = comps.split_last() {
-            if *base == b".wh..wh..opq" {
-                if escaped {
-                    return Err(self.invalid(&shown, "opaque marker outside the layer root"));
-                }
-                let d =
-                    utf8(&join(dir)).ok_or_else(|| self.invalid(&shown, "name is not UTF-8"))?;
+        let (comps, _) = normalize(&raw);
+        let is_dir = match classify(&raw, ty).map_err(|why| self.invalid(&shown, why))? {
+            Kind::Header => unreachable!("handled above"),
+            Kind::Opaque(d) => {
                 self.stats.opaque_dirs.push(d);
                 return Ok(shown);
             }
-            if comps.iter().any(|c| c.starts_with(b".wh..wh.")) {
-                self.stats.skipped_other += 1;
-                return Ok(shown);
-            }
-            if let Some(name) = base.strip_prefix(b".wh.") {
-                if escaped || matches!(name, b"" | b"." | b"..") {
-                    return Err(self.invalid(&shown, "whiteout outside the layer root"));
-                }
-                let mut target = dir.to_vec();
-                target.push(name);
-                let w = utf8(&join(&target))
-                    .ok_or_else(|| self.invalid(&shown, "name is not UTF-8"))?;
+            Kind::Whiteout(w) => {
                 self.stats.whiteouts.push(w);
                 return Ok(shown);
             }
-        }
-
+            Kind::Device => {
+                self.stats.skipped_devices += 1;
+                return Ok(shown);
+            }
+            Kind::Other => {
+                self.stats.skipped_other += 1;
+                return Ok(shown);
+            }
+            Kind::Dir => true,
+            Kind::File | Kind::Symlink | Kind::Link | Kind::Fifo => false,
+        };
         let header = entry.header();
-        let is_dir =
-            ty == EntryType::Directory || (ty == EntryType::Regular && raw.ends_with(b"/"));
-        if matches!(ty, EntryType::Char | EntryType::Block) {
-            self.stats.skipped_devices += 1;
-            return Ok(shown);
-        }
-        let known = is_dir
-            || matches!(
-                ty,
-                EntryType::Regular
-                    | EntryType::Continuous
-                    | EntryType::GNUSparse
-                    | EntryType::Symlink
-                    | EntryType::Link
-                    | EntryType::Fifo
-            );
-        if !known {
-            self.stats.skipped_other += 1;
-            return Ok(shown);
-        }
         if !matches!((header.uid(), header.gid()), (Ok(0), Ok(0))) {
             self.stats.ignored_ownership += 1;
         }
@@ -762,7 +875,7 @@ impl Unpacker<'_> {
                 self.dirs.insert(
                     Vec::new(),
                     DirMeta {
-                        mode: (raw_mode & 0o1777) | 0o700,
+                        mode: dir_mode(raw_mode),
                         mtime,
                     },
                 );
@@ -782,7 +895,7 @@ impl Unpacker<'_> {
             self.dirs.insert(
                 key,
                 DirMeta {
-                    mode: (raw_mode & 0o1777) | 0o700,
+                    mode: dir_mode(raw_mode),
                     mtime,
                 },
             );
@@ -824,7 +937,7 @@ impl Unpacker<'_> {
             }
             EntryType::Fifo => {
                 self.clear_slot(&parent, name, false, &key, &shown)?;
-                let mode = (raw_mode & 0o777) | 0o600;
+                let mode = file_mode(raw_mode);
                 match rustix::fs::mknodat(
                     &parent,
                     *name,
@@ -863,7 +976,7 @@ impl Unpacker<'_> {
                 .map_err(|e| io_err(self.what, &shown, "create file", e))?;
                 let mut file = File::from(fd);
                 let written = self.copy(entry, &mut file, &shown)?;
-                let mode = (raw_mode & 0o777) | 0o600;
+                let mode = file_mode(raw_mode);
                 rustix::fs::fchmod(&file, Mode::from_raw_mode(mode))
                     .map_err(|e| io_err(self.what, &shown, "set file mode", e))?;
                 if let Some(t) = mtime {
@@ -1007,7 +1120,7 @@ impl Unpacker<'_> {
                     )
                     .map_err(|e| io_err(self.what, shown, "open parent directory", e))?;
                     self.dirs.entry(prefix).or_insert(DirMeta {
-                        mode: 0o755,
+                        mode: IMPLICIT_DIR_MODE,
                         mtime: None,
                     });
                     fd
@@ -1112,57 +1225,9 @@ impl Unpacker<'_> {
 }
 
 /// Deletes the directory `name` in `parent` and everything below it, never following a
-/// symlink. Holds two fds whatever the depth: it walks down into the first subdirectory it
-/// finds and back up through `..` once a directory is empty.
-fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> rustix::io::Result<()> {
-    let dir_flags = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
-    let mut cur = rustix::fs::openat(parent, ".", dir_flags, Mode::empty())?;
-    let mut names: Vec<Vec<u8>> = vec![name.to_vec()];
-    while let Some(top) = names.last().cloned() {
-        let dir = rustix::fs::openat(
-            &cur,
-            top.as_slice(),
-            OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
-            Mode::empty(),
-        )?;
-        let mut sub = None;
-        for item in rustix::fs::Dir::read_from(&dir)? {
-            let item = item?;
-            let n = item.file_name().to_bytes();
-            if n == b"." || n == b".." {
-                continue;
-            }
-            let is_dir = match item.file_type() {
-                FileType::Directory => true,
-                FileType::Unknown => {
-                    FileType::from_raw_mode(
-                        rustix::fs::statat(&dir, n, AtFlags::SYMLINK_NOFOLLOW)?.st_mode,
-                    ) == FileType::Directory
-                }
-                _ => false,
-            };
-            if is_dir {
-                sub = Some(n.to_vec());
-                break;
-            }
-            rustix::fs::unlinkat(&dir, n, AtFlags::empty())?;
-        }
-        if let Some(n) = sub {
-            cur = dir;
-            names.push(n);
-            continue;
-        }
-        match rustix::fs::unlinkat(&cur, top.as_slice(), AtFlags::REMOVEDIR) {
-            // readdir may miss entries while they are being unlinked; scan again.
-            Err(Errno::NOTEMPTY) => continue,
-            r => r?,
-        }
-        names.pop();
-        if !names.is_empty() {
-            cur = rustix::fs::openat(&cur, "..", dir_flags, Mode::empty())?;
-        }
-    }
-    Ok(())
+/// symlink, at any depth (see [`crate::fswalk`]).
+fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    crate::fswalk::remove_at(parent, name)
 }
 
 #[cfg(test)]
@@ -1836,6 +1901,46 @@ mod tests {
             assert!(data[(1 << 20) + 512..].iter().all(|&b| b == 0));
             sb.assert_contained();
         }
+    }
+
+    #[test]
+    fn capped_reads_stop_at_the_declared_size() {
+        let over = std::cell::Cell::new(None);
+        let data = vec![7u8; 10_000];
+        let mut out = Vec::new();
+        Capped::new(&data[..], 10_000, &over)
+            .read_to_end(&mut out)
+            .unwrap();
+        assert_eq!(
+            (out.len(), over.get()),
+            (10_000, None),
+            "exactly the size: fine"
+        );
+
+        // An endless source: nothing past the declared size is handed on, and it says so.
+        let mut c = Capped::new(io::repeat(1), 1000, &over);
+        let (mut handed, mut buf) = (0, [0u8; 300]);
+        let err = loop {
+            match c.read(&mut buf) {
+                Ok(n) => handed += n,
+                Err(e) => break e,
+            }
+        };
+        assert!(handed <= 1000, "{handed}");
+        let received = over.get().expect("records the overrun");
+        assert!(received > 1000 && received <= 1200, "{received}");
+        assert!(err.to_string().contains("1000 bytes"), "{err}");
+        assert!(c.read(&mut buf).is_err(), "and keeps failing");
+
+        // Through the decompressor and the unpacker: the layer fails, the cap is recorded.
+        let big = Raw::default().file("big", &pseudo_random(3 << 20)).bytes();
+        let over = std::cell::Cell::new(None);
+        let sb = Sandbox::new();
+        let rd = decompress_layer(Capped::new(&big[..], 1000, &over), "", WHAT).unwrap();
+        assert!(unpack_layer_with(rd, &sb.root, WHAT, resolver()).is_err());
+        assert!(over.get().is_some());
+        let written = fs::metadata(sb.p("big")).map(|m| m.len()).unwrap_or(0);
+        assert!(written <= 1000, "{written} bytes written");
     }
 
     #[test]

@@ -98,7 +98,7 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "verify" -d 'Prove blobs, layers and image trees against their digests; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and not __fish_seen_subcommand_from info verify prune help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
@@ -109,7 +109,7 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from info" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l repair -d 'Remove damaged entries and pull the affected images again'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -l repair -d 'Rebuild damaged layers and trees, refetch damaged blobs'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from verify" -s h -l help -d 'Print help'
@@ -120,7 +120,7 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -s q -l quiet -d 'Say only errors'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from prune" -s h -l help -d 'Print help'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "verify" -d 'Prove blobs, layers and image trees against their digests; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cache; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand run" -s e -l env -d 'Set KEY=VALUE inside (repeatable); wins over the host\'s, the image\'s and LPMXENV_*' -r
@@ -212,6 +212,6 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_s
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup expose completions man help" -f -a "man" -d 'Print the man page, or write one page per verb into a directory'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and not __fish_seen_subcommand_from pull images rmi search login logout tags cache run doctor config prefetch cleanup expose completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "info" -d 'Where the cache is, its filesystem, lock mode and size by kind'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "verify" -d 'Re-hash blobs and check extracted layers are complete; exit 1 and list any fault'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "verify" -d 'Prove blobs, layers and image trees against their digests; exit 1 and list any fault'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from cache" -f -a "prune" -d 'Remove layers and blobs no image uses, and images unused for a while'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand help; and __fish_seen_subcommand_from config" -f -a "show" -d 'Print every key\'s effective value and where it came from'

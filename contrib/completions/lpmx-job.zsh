@@ -172,7 +172,7 @@ _arguments "${_arguments_options[@]}" : \
 _arguments "${_arguments_options[@]}" : \
 '--cache=[Cache directory (overrides LPMX_CACHE and config files)]:DIR:_files' \
 '--config=[Config file, in place of LPMX_CONFIG]:FILE:_files' \
-'--repair[Remove damaged entries and pull the affected images again]' \
+'--repair[Rebuild damaged layers and trees, refetch damaged blobs]' \
 '*-v[Say more\: repeat for more detail; errors show their whole chain]' \
 '*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
 '(-v --verbose)-q[Say only errors]' \
@@ -560,7 +560,7 @@ _lpmx-job_commands() {
 _lpmx-job__subcmd__cache_commands() {
     local commands; commands=(
 'info:Where the cache is, its filesystem, lock mode and size by kind' \
-'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'verify:Prove blobs, layers and image trees against their digests; exit 1 and list any fault' \
 'prune:Remove layers and blobs no image uses, and images unused for a while' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -570,7 +570,7 @@ _lpmx-job__subcmd__cache_commands() {
 _lpmx-job__subcmd__cache__subcmd__help_commands() {
     local commands; commands=(
 'info:Where the cache is, its filesystem, lock mode and size by kind' \
-'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'verify:Prove blobs, layers and image trees against their digests; exit 1 and list any fault' \
 'prune:Remove layers and blobs no image uses, and images unused for a while' \
 'help:Print this message or the help of the given subcommand(s)' \
     )
@@ -689,7 +689,7 @@ _lpmx-job__subcmd__help_commands() {
 _lpmx-job__subcmd__help__subcmd__cache_commands() {
     local commands; commands=(
 'info:Where the cache is, its filesystem, lock mode and size by kind' \
-'verify:Re-hash blobs and check extracted layers are complete; exit 1 and list any fault' \
+'verify:Prove blobs, layers and image trees against their digests; exit 1 and list any fault' \
 'prune:Remove layers and blobs no image uses, and images unused for a while' \
     )
     _describe -t commands 'lpmx-job help cache commands' commands "$@"

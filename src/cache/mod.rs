@@ -468,6 +468,11 @@ impl Cache {
         &self.root
     }
 
+    /// The read-only site caches searched before this one.
+    pub fn readonly_roots(&self) -> &[PathBuf] {
+        &self.readonly
+    }
+
     pub fn blob_path(&self, d: &Digest) -> PathBuf {
         self.root.join(BLOBS).join(d.hex())
     }
@@ -880,8 +885,10 @@ impl Cache {
         Ok(out)
     }
 
-    /// Removes work areas left by processes of this host that no longer exist, and those of
-    /// other hosts older than a day (their owner cannot be asked).
+    /// Removes work areas left by processes of this host that no longer exist, those of
+    /// other hosts older than a day (their owner cannot be asked), and any work area,
+    /// whatever its name says, untouched for [`STALE_WORK_SECS`]: no pull or tree build
+    /// keeps one that long, and a pid can be reused by a live process meanwhile.
     pub fn reclaim(&self) -> usize {
         let dir = self.root.join(TMP);
         let Ok(entries) = std::fs::read_dir(&dir) else {
@@ -893,15 +900,12 @@ impl Cache {
             let name = e.file_name().to_string_lossy().into_owned();
             let mut parts = name.rsplitn(3, '.');
             let (_random, pid, host) = (parts.next(), parts.next(), parts.next());
-            let (Some(pid), Some(host)) = (pid.and_then(|p| p.parse::<i32>().ok()), host) else {
-                continue;
-            };
-            let stale = if host == me {
-                pid != std::process::id() as i32 && !process_alive(pid)
-            } else {
-                e.metadata()
-                    .and_then(|m| m.modified())
-                    .is_ok_and(|t| t.elapsed().unwrap_or_default() > Duration::from_secs(86400))
+            let old = work_age(&e.path()) > Duration::from_secs(STALE_WORK_SECS);
+            let stale = match (pid.and_then(|p| p.parse::<i32>().ok()), host) {
+                (Some(pid), Some(host)) if host == me => {
+                    old || (pid != std::process::id() as i32 && !process_alive(pid))
+                }
+                _ => old,
             };
             if stale {
                 remove_tree(&e.path());
@@ -910,6 +914,28 @@ impl Cache {
         }
         n
     }
+}
+
+/// Age after which `reclaim` removes any work area in `tmp-v1`, whoever made it.
+pub const STALE_WORK_SECS: u64 = 86400;
+
+/// How long since a work area last changed: the newest mtime of it and its direct entries,
+/// as the first thing a pull or build does is create `root/` (or write the file) in it.
+fn work_age(p: &Path) -> Duration {
+    use std::os::unix::fs::MetadataExt;
+    let newest = |m: &std::fs::Metadata| m.mtime();
+    let mut t = match std::fs::symlink_metadata(p) {
+        Ok(m) => newest(&m),
+        Err(_) => return Duration::ZERO,
+    };
+    if let Ok(rd) = std::fs::read_dir(p) {
+        for e in rd.flatten().take(64) {
+            if let Ok(m) = e.path().symlink_metadata() {
+                t = t.max(newest(&m));
+            }
+        }
+    }
+    Duration::from_secs((now() as i64 - t).max(0) as u64)
 }
 
 fn group_id(name: &str) -> Option<u32> {
@@ -990,40 +1016,11 @@ fn read_json_owned<T: for<'de> Deserialize<'de>>(p: &Path) -> Result<Option<(T, 
     }
 }
 
-/// Removes a tree that may contain read-only directories (image layers often do).
+/// Removes a tree that may contain read-only directories (image layers often do), by
+/// descriptor: a hostile image's tree may be deeper than PATH_MAX or the descriptor limit
+/// allow a path-based removal to go (see [`crate::fswalk`]).
 pub fn remove_tree(p: &Path) {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if !m.is_dir() => {
-            let _ = std::fs::remove_file(p);
-            return;
-        }
-        Err(_) => return,
-        Ok(_) => {}
-    }
-    if std::fs::remove_dir_all(p).is_ok() {
-        return;
-    }
-    use std::os::unix::fs::PermissionsExt;
-    for e in walk_dirs(p) {
-        let _ = std::fs::set_permissions(&e, std::fs::Permissions::from_mode(0o700));
-    }
-    let _ = std::fs::remove_dir_all(p);
-}
-
-fn walk_dirs(p: &Path) -> Vec<PathBuf> {
-    let mut out = vec![p.to_path_buf()];
-    let mut i = 0;
-    while i < out.len() {
-        if let Ok(rd) = std::fs::read_dir(&out[i]) {
-            for e in rd.flatten() {
-                if e.file_type().is_ok_and(|t| t.is_dir()) {
-                    out.push(e.path());
-                }
-            }
-        }
-        i += 1;
-    }
-    out
+    let _ = crate::fswalk::remove(p);
 }
 
 pub struct WorkDir {
@@ -1204,5 +1201,20 @@ mod tests {
         std::fs::write(&dead_file, "half a record").unwrap();
         assert_eq!(c.reclaim(), 2);
         assert!(!dead.exists() && !dead_file.exists() && mine.path().exists());
+        // Past the age limit, any name goes: a reused pid, or a name of another scheme.
+        let alive = d.path().join(TMP).join(format!("{host}.1.0"));
+        let other = d.path().join(TMP).join("Xq3vTzLr");
+        let fresh = d.path().join(TMP).join("fresh-unknown");
+        for p in [&alive, &other, &fresh] {
+            std::fs::create_dir_all(p.join("root/a")).unwrap();
+        }
+        let old = SystemTime::now() - Duration::from_secs(STALE_WORK_SECS + 60);
+        for p in [&alive, &other] {
+            for q in [p.join("root"), p.clone()] {
+                File::open(&q).unwrap().set_modified(old).unwrap();
+            }
+        }
+        assert_eq!(c.reclaim(), 2);
+        assert!(!alive.exists() && !other.exists() && fresh.exists() && mine.path().exists());
     }
 }

@@ -1,0 +1,330 @@
+//! Walking and removing directory trees by file descriptor, whatever their depth.
+//!
+//! Cache trees come from images, and an image may nest directories thousands deep, or make
+//! its real paths longer than PATH_MAX through symlinked parents. Anything that works by path
+//! (`std::fs`, walkdir) then fails with ENAMETOOLONG, and anything that keeps one descriptor
+//! per level fails with EMFILE. Here each step is an `*at` call relative to the one open
+//! directory, with `O_NOFOLLOW`; going back up is `..`, checked to be the directory we came
+//! down from (device and inode), so a directory renamed away during the walk stops it
+//! rather than sending it elsewhere. Two descriptors are open whatever the depth; each level
+//! keeps only its listing (names) in memory.
+
+use std::io;
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::path::Path;
+
+use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::io::Errno;
+
+/// One entry met by [`walk`].
+pub struct Entry<'a> {
+    /// Path below the walk's root, components joined by `/`, no leading slash.
+    pub rel: &'a [u8],
+    /// The directory holding the entry, to open or remove it with `*at` calls.
+    pub dir: BorrowedFd<'a>,
+    pub name: &'a [u8],
+    /// `lstat` of the entry as met (symlinks not followed).
+    pub stat: &'a Stat,
+}
+
+impl Entry<'_> {
+    pub fn file_type(&self) -> FileType {
+        FileType::from_raw_mode(self.stat.st_mode)
+    }
+}
+
+/// What to do after the visitor has seen a directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    Descend,
+    Skip,
+}
+
+struct Frame {
+    names: Vec<Vec<u8>>,
+    next: usize,
+    /// This directory's own name in its parent, and its lstat (for `..` checks and `post`).
+    name: Vec<u8>,
+    stat: Stat,
+    /// Length of `rel` up to and including this directory.
+    rel_len: usize,
+}
+
+const DIR_FLAGS: OFlags = OFlags::RDONLY
+    .union(OFlags::DIRECTORY)
+    .union(OFlags::NOFOLLOW)
+    .union(OFlags::CLOEXEC);
+
+fn listing(dir: BorrowedFd<'_>) -> io::Result<Vec<Vec<u8>>> {
+    let mut names = Vec::new();
+    for item in rustix::fs::Dir::read_from(dir)? {
+        let item = item?;
+        let n = item.file_name().to_bytes();
+        if n != b"." && n != b".." {
+            names.push(n.to_vec());
+        }
+    }
+    // Sorted, so that walks (and the faults they report) come out in a stable order.
+    names.sort();
+    Ok(names)
+}
+
+fn same(a: &Stat, b: &Stat) -> bool {
+    a.st_dev == b.st_dev && a.st_ino == b.st_ino
+}
+
+fn moved(what: &str) -> io::Error {
+    io::Error::other(format!("{what} was moved or replaced during the walk"))
+}
+
+/// Visits everything below `root` (not `root` itself) depth first: `pre` for each entry
+/// before a directory's children (it may skip them), `post` for each directory after them.
+/// An entry that vanishes between listing and `lstat` is passed over.
+pub fn walk(
+    root: BorrowedFd<'_>,
+    pre: &mut dyn FnMut(&Entry<'_>) -> io::Result<Step>,
+    post: &mut dyn FnMut(&Entry<'_>) -> io::Result<()>,
+) -> io::Result<()> {
+    let mut cur: OwnedFd = rustix::fs::openat(root, ".", DIR_FLAGS, Mode::empty())?;
+    let root_stat = rustix::fs::fstat(&cur)?;
+    let mut rel: Vec<u8> = Vec::new();
+    let mut frames = vec![Frame {
+        names: listing(cur.as_fd())?,
+        next: 0,
+        name: Vec::new(),
+        stat: root_stat,
+        rel_len: 0,
+    }];
+    loop {
+        let top = frames.last_mut().expect("the root frame stays");
+        if top.next < top.names.len() {
+            let name = std::mem::take(&mut top.names[top.next]);
+            top.next += 1;
+            let base = top.rel_len;
+            let stat = match rustix::fs::statat(&cur, name.as_slice(), AtFlags::SYMLINK_NOFOLLOW) {
+                Ok(s) => s,
+                Err(Errno::NOENT) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            rel.truncate(base);
+            if base > 0 {
+                rel.push(b'/');
+            }
+            rel.extend_from_slice(&name);
+            let step = pre(&Entry {
+                rel: &rel,
+                dir: cur.as_fd(),
+                name: &name,
+                stat: &stat,
+            })?;
+            if FileType::from_raw_mode(stat.st_mode) != FileType::Directory || step == Step::Skip {
+                continue;
+            }
+            let child = rustix::fs::openat(&cur, name.as_slice(), DIR_FLAGS, Mode::empty())?;
+            // `pre` may have changed its mode, never what it is.
+            if !same(&rustix::fs::fstat(&child)?, &stat) {
+                return Err(moved(&String::from_utf8_lossy(&rel)));
+            }
+            let names = listing(child.as_fd())?;
+            let rel_len = rel.len();
+            frames.push(Frame {
+                names,
+                next: 0,
+                name,
+                stat,
+                rel_len,
+            });
+            cur = child;
+            continue;
+        }
+        let done = frames.pop().expect("checked above");
+        let Some(parent) = frames.last() else {
+            return Ok(());
+        };
+        let up = rustix::fs::openat(&cur, "..", DIR_FLAGS, Mode::empty())?;
+        if !same(&rustix::fs::fstat(&up)?, &parent.stat) {
+            return Err(moved(&String::from_utf8_lossy(&rel[..done.rel_len])));
+        }
+        cur = up;
+        post(&Entry {
+            rel: &rel[..done.rel_len],
+            dir: cur.as_fd(),
+            name: &done.name,
+            stat: &done.stat,
+        })?;
+    }
+}
+
+/// Gives the owner `rwx` on a directory met in a walk, so its entries can be listed and
+/// removed: through an `O_PATH` descriptor of the very inode that was checked (changing a
+/// mode by name would follow a symlink swapped in meanwhile).
+fn open_up(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat) -> io::Result<()> {
+    if stat.st_mode & 0o700 == 0o700 {
+        return Ok(());
+    }
+    let fd = rustix::fs::openat(
+        dir,
+        name,
+        OFlags::PATH | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    let now = rustix::fs::fstat(&fd)?;
+    if !same(&now, stat) || FileType::from_raw_mode(now.st_mode) != FileType::Directory {
+        return Err(moved(&String::from_utf8_lossy(name)));
+    }
+    use std::os::fd::AsRawFd;
+    let mode = (now.st_mode & 0o7777) | 0o700;
+    std::fs::set_permissions(
+        format!("/proc/self/fd/{}", fd.as_raw_fd()),
+        std::os::unix::fs::PermissionsExt::from_mode(mode),
+    )
+}
+
+/// Removes `name` in `parent` and, when it is a directory, everything below it: never
+/// following a symlink, at any depth, giving the owner access to read-only directories on
+/// the way. A name already gone is not an error.
+pub fn remove_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
+    let stat = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
+        Ok(s) => s,
+        Err(Errno::NOENT) => return Ok(()),
+        Err(e) => return Err(e.into()),
+    };
+    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
+        return Ok(rustix::fs::unlinkat(parent, name, AtFlags::empty())?);
+    }
+    open_up(parent, name, &stat)?;
+    let dir = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?;
+    if !same(&rustix::fs::fstat(&dir)?, &stat) {
+        return Err(moved(&String::from_utf8_lossy(name)));
+    }
+    walk(
+        dir.as_fd(),
+        &mut |e| {
+            if e.file_type() == FileType::Directory {
+                open_up(e.dir, e.name, e.stat)?;
+                return Ok(Step::Descend);
+            }
+            match rustix::fs::unlinkat(e.dir, e.name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => Ok(Step::Skip),
+                Err(e) => Err(e.into()),
+            }
+        },
+        &mut |e| match rustix::fs::unlinkat(e.dir, e.name, AtFlags::REMOVEDIR) {
+            Ok(()) | Err(Errno::NOENT) => Ok(()),
+            Err(e) => Err(e.into()),
+        },
+    )?;
+    drop(dir);
+    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// [`remove_at`] for a path: its parent is opened by path (the cache's own directories,
+/// short), everything below by descriptor.
+pub fn remove(path: &Path) -> io::Result<()> {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::other(format!(
+            "{}: not a removable path",
+            path.display()
+        )));
+    };
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    let pfd = rustix::fs::open(
+        parent,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
+        Mode::empty(),
+    )?;
+    use std::os::unix::ffi::OsStrExt;
+    remove_at(pfd.as_fd(), name.as_bytes())
+}
+
+/// Entries and regular-file bytes below `root`, by descriptor (see [`walk`]).
+pub fn summary(root: &Path) -> io::Result<(u64, u64)> {
+    let fd = rustix::fs::open(root, DIR_FLAGS, Mode::empty())?;
+    let (mut entries, mut bytes) = (0u64, 0u64);
+    walk(
+        fd.as_fd(),
+        &mut |e| {
+            entries += 1;
+            if e.file_type() == FileType::RegularFile {
+                bytes += e.stat.st_size as u64;
+            }
+            Ok(Step::Descend)
+        },
+        &mut |_| Ok(()),
+    )?;
+    Ok((entries, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    /// A chain `depth` directories deep with 200-byte names: its real path is far past
+    /// PATH_MAX and it has more levels than a process has descriptors by default.
+    fn deep_chain(root: &Path, depth: usize) {
+        let name = "n".repeat(200);
+        let mut cur = rustix::fs::open(root, DIR_FLAGS, Mode::empty()).unwrap();
+        for i in 0..depth {
+            rustix::fs::mkdirat(&cur, name.as_str(), Mode::from_raw_mode(0o755)).unwrap();
+            let next = rustix::fs::openat(&cur, name.as_str(), DIR_FLAGS, Mode::empty()).unwrap();
+            if i % 100 == 0 {
+                let f = rustix::fs::openat(
+                    &next,
+                    "f",
+                    OFlags::WRONLY | OFlags::CREATE,
+                    Mode::from_raw_mode(0o400),
+                )
+                .unwrap();
+                drop(f);
+            }
+            if i == depth / 2 {
+                rustix::fs::symlinkat("/etc/passwd", &next, "l").unwrap();
+            }
+            cur = next;
+        }
+        // Read-only at the bottom: removal has to give itself access.
+        rustix::fs::fchmod(&cur, Mode::from_raw_mode(0o500)).unwrap();
+    }
+
+    #[test]
+    fn removes_trees_deeper_than_path_max_and_the_fd_limit() {
+        let d = tempfile::tempdir().unwrap();
+        let top = d.path().join("top");
+        std::fs::create_dir(&top).unwrap();
+        deep_chain(&top, 2500);
+        let (entries, _) = summary(&top).unwrap();
+        assert_eq!(entries, 2500 + 25 + 1);
+        remove(&top).unwrap();
+        assert!(!top.exists());
+        assert!(std::path::Path::new("/etc/passwd").exists());
+        // Gone already: fine.
+        remove(&top).unwrap();
+    }
+
+    #[test]
+    fn a_symlink_is_removed_not_followed_and_read_only_dirs_are_opened() {
+        let d = tempfile::tempdir().unwrap();
+        let keep = d.path().join("keep");
+        std::fs::create_dir(&keep).unwrap();
+        std::fs::write(keep.join("x"), "x").unwrap();
+        let top = d.path().join("top");
+        std::fs::create_dir_all(top.join("ro/sub")).unwrap();
+        std::os::unix::fs::symlink(&keep, top.join("ro/link")).unwrap();
+        std::fs::set_permissions(top.join("ro"), std::fs::Permissions::from_mode(0o000)).unwrap();
+        std::fs::set_permissions(&top, std::fs::Permissions::from_mode(0o500)).unwrap();
+        remove(&top).unwrap();
+        assert!(!top.exists());
+        assert!(keep.join("x").exists(), "the symlink's target is untouched");
+        std::os::unix::fs::symlink(&keep, d.path().join("l")).unwrap();
+        remove(&d.path().join("l")).unwrap();
+        assert!(keep.join("x").exists());
+    }
+}
