@@ -162,6 +162,13 @@ fn open_up(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat) -> io::Result<()> {
     if stat.st_mode & 0o700 == 0o700 {
         return Ok(());
     }
+    chmod_at(dir, name, stat, (stat.st_mode & 0o7777) | 0o700)
+}
+
+/// Sets the mode of an entry met in a walk (not a symlink): through an `O_PATH` descriptor
+/// of the very inode that was checked, so a name swapped for a symlink meanwhile is never
+/// followed, whatever the depth.
+pub fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat, mode: u32) -> io::Result<()> {
     let fd = rustix::fs::openat(
         dir,
         name,
@@ -169,11 +176,10 @@ fn open_up(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat) -> io::Result<()> {
         Mode::empty(),
     )?;
     let now = rustix::fs::fstat(&fd)?;
-    if !same(&now, stat) || FileType::from_raw_mode(now.st_mode) != FileType::Directory {
+    if !same(&now, stat) || FileType::from_raw_mode(now.st_mode) == FileType::Symlink {
         return Err(moved(&String::from_utf8_lossy(name)));
     }
     use std::os::fd::AsRawFd;
-    let mode = (now.st_mode & 0o7777) | 0o700;
     std::fs::set_permissions(
         format!("/proc/self/fd/{}", fd.as_raw_fd()),
         std::os::unix::fs::PermissionsExt::from_mode(mode),

@@ -165,14 +165,14 @@ complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -l cache -d 
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s q -l quiet -d 'Say only errors'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand prefetch" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l job -d 'The job\'s id (SLURM_JOB_ID, PBS_JOBID, JOB_ID)' -r
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l dir -d 'Staging directory to clean (repeatable; default $TMPDIR, /tmp and /dev/shm)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l cache -d 'Cache directory (overrides LPMX_CACHE and config files)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -l config -d 'Config file, in place of LPMX_CONFIG' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s v -l verbose -d 'Say more: repeat for more detail; errors show their whole chain'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s q -l quiet -d 'Say only errors'
-complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s h -l help -d 'Print help'
+complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand cleanup" -s h -l help -d 'Print help (see more with \'--help\')'
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand expose" -l as -d 'The wrapper\'s name (default: the command\'s file name)' -r
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand expose" -l dir -d 'Where wrappers go (default: $XDG_BIN_HOME, else ~/.local/bin)' -r -F
 complete -c lpmx-job -n "__fish_lpmx_job_using_subcommand expose" -l remove -d 'Remove the wrapper NAME from DIR' -r

@@ -340,8 +340,8 @@ _arguments "${_arguments_options[@]}" : \
 '*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
 '(-v --verbose)-q[Say only errors]' \
 '(-v --verbose)--quiet[Say only errors]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 '*::images -- Images, as for `pull`:_default' \
 && ret=0
 ;;
@@ -355,8 +355,8 @@ _arguments "${_arguments_options[@]}" : \
 '*--verbose[Say more\: repeat for more detail; errors show their whole chain]' \
 '(-v --verbose)-q[Say only errors]' \
 '(-v --verbose)--quiet[Say only errors]' \
-'-h[Print help]' \
-'--help[Print help]' \
+'-h[Print help (see more with '\''--help'\'')]' \
+'--help[Print help (see more with '\''--help'\'')]' \
 && ret=0
 ;;
 (expose)

@@ -392,32 +392,40 @@ impl Cache {
     /// cache), and with a group the group may read everything. Symlinks are left alone:
     /// their mode means nothing and chmod would follow them.
     pub fn share_tree(&self, root: &Path) -> Result<()> {
-        use std::os::unix::fs::MetadataExt;
-        for e in walkdir::WalkDir::new(root) {
-            let e = e.map_err(|e| Error::Io {
-                path: root.to_path_buf(),
-                source: e.into(),
-            })?;
-            if e.file_type().is_symlink() {
-                continue;
-            }
-            let meta = e.metadata().map_err(|e| Error::Io {
-                path: e.path().unwrap_or(root).to_path_buf(),
-                source: e.into(),
-            })?;
-            let mode = meta.mode() & 0o7777;
+        use std::os::fd::AsFd;
+        // By descriptor: an image may nest directories past PATH_MAX (fswalk says why).
+        let want = |mode: u32, dir: bool| {
+            let mode = mode & 0o7777;
             let add = match self.group {
                 None => 0,
-                Some(_) if meta.is_dir() => 0o050,
+                Some(_) if dir => 0o050,
                 Some(_) => 0o040 | (mode & 0o100) >> 3,
             };
-            let want = (mode & !0o022) | add;
-            if mode != want {
-                std::fs::set_permissions(e.path(), std::fs::Permissions::from_mode(want))
-                    .map_err(io(e.path()))?;
-            }
+            (mode & !0o022) | add
+        };
+        let top = safe::open(root, safe::Expect::Dir, safe::Access::Read).map_err(io(root))?;
+        let meta = top.metadata().map_err(io(root))?;
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode != want(mode, true) {
+            top.set_permissions(std::fs::Permissions::from_mode(want(mode, true)))
+                .map_err(io(root))?;
         }
-        Ok(())
+        crate::fswalk::walk(
+            top.as_fd(),
+            &mut |e| {
+                let ft = e.file_type();
+                if ft != rustix::fs::FileType::Symlink {
+                    let mode = e.stat.st_mode & 0o7777;
+                    let new = want(mode, ft == rustix::fs::FileType::Directory);
+                    if mode != new {
+                        crate::fswalk::chmod_at(e.dir, e.name, e.stat, new)?;
+                    }
+                }
+                Ok(crate::fswalk::Step::Descend)
+            },
+            &mut |_| Ok(()),
+        )
+        .map_err(io(root))
     }
 
     fn recorded_lock_mode(&self) -> Result<lock::Mode> {

@@ -34,7 +34,7 @@ fn fixtures_are_in_the_registry() {
     };
     let (status, _) = get(&addr, "/v2/", "*/*");
     assert_eq!(status, 200);
-    let (_, catalog) = get(&addr, "/v2/_catalog", "*/*");
+    let (_, catalog) = get(&addr, "/v2/_catalog?n=1000", "*/*");
     for repo in ["lpmx/one", "lpmx/layers3", "lpmx/multi", "lpmx/one-v2s2"] {
         assert!(
             catalog.contains(&format!("\"{repo}\"")),
