@@ -106,14 +106,14 @@ pub fn image_tree(cache: &Cache, rec: &ImageRecord, log: &dyn Fn(&str)) -> Resul
     for (layer_root, whiteouts, opaque) in &layers {
         for d in opaque {
             // An opaque directory hides what lower layers put in it; its own entries follow.
-            if let Some(p) = inside(&root, d) {
+            if let Some(p) = inside(&root, d.as_path()) {
                 if p.symlink_metadata().is_ok_and(|m| m.is_dir()) {
                     clear_dir(&p).map_err(io(&p))?;
                 }
             }
         }
         for w in whiteouts {
-            if let Some(p) = inside(&root, w) {
+            if let Some(p) = inside(&root, w.as_path()) {
                 remove_any(&p).map_err(io(&p))?;
             }
         }
@@ -232,9 +232,9 @@ fn tree_lock_digest(manifest: &Digest) -> Digest {
 
 /// `root/rel`, or None when `rel` would leave the root or pass through a symlink: a whiteout
 /// must never reach outside the tree it edits.
-fn inside(root: &Path, rel: &str) -> Option<PathBuf> {
+fn inside(root: &Path, rel: &Path) -> Option<PathBuf> {
     let mut p = root.to_path_buf();
-    let comps: Vec<_> = Path::new(rel).components().collect();
+    let comps: Vec<_> = rel.components().collect();
     for (i, c) in comps.iter().enumerate() {
         match c {
             Component::Normal(n) => p.push(n),
@@ -349,8 +349,8 @@ mod tests {
         std::fs::create_dir_all(dir.join("root")).unwrap();
         build(&dir.join("root"));
         let stats = crate::unpack::LayerStats {
-            whiteouts: whiteouts.iter().map(|s| s.to_string()).collect(),
-            opaque_dirs: opaque.iter().map(|s| s.to_string()).collect(),
+            whiteouts: whiteouts.iter().map(|&s| s.into()).collect(),
+            opaque_dirs: opaque.iter().map(|&s| s.into()).collect(),
             ..Default::default()
         };
         let rec = LayerRecord {
@@ -508,20 +508,20 @@ mod tests {
         let root = d.path().join("root");
         std::fs::create_dir_all(root.join("a/b")).unwrap();
         std::os::unix::fs::symlink("/etc", root.join("link")).unwrap();
-        assert_eq!(inside(&root, "a/b/c"), Some(root.join("a/b/c")));
-        assert_eq!(inside(&root, "../x"), None);
-        assert_eq!(inside(&root, "/etc/passwd"), None);
+        assert_eq!(inside(&root, Path::new("a/b/c")), Some(root.join("a/b/c")));
+        assert_eq!(inside(&root, Path::new("../x")), None);
+        assert_eq!(inside(&root, Path::new("/etc/passwd")), None);
         assert_eq!(
-            inside(&root, "link/passwd"),
+            inside(&root, Path::new("link/passwd")),
             None,
             "never through a symlink"
         );
         assert_eq!(
-            inside(&root, "link"),
+            inside(&root, Path::new("link")),
             Some(root.join("link")),
             "the symlink itself may go"
         );
-        assert_eq!(inside(&root, "missing/x"), None);
-        assert_eq!(inside(&root, ""), None);
+        assert_eq!(inside(&root, Path::new("missing/x")), None);
+        assert_eq!(inside(&root, Path::new("")), None);
     }
 }

@@ -24,8 +24,8 @@
 //! - Entry types tar does not define for files (GNU volume labels, multi-volume parts, vendor
 //!   letters) and AUFS metadata (`.wh..wh.*`) are skipped and counted in `skipped_other`.
 //! - Whiteouts are reported, not applied: they delete files of *lower* layers, which are not
-//!   here. They are reported as strings, so a whiteout whose name is not UTF-8 is an error
-//!   rather than a lossy name that would delete the wrong file.
+//!   here. They are reported as bytes ([`LayerPath`]): a name that is not UTF-8 deletes
+//!   exactly that name, never a lossy one that would delete the wrong file.
 //! - An archive without its end-of-archive marker is treated as truncated, though Go's tar
 //!   reader (Docker, containerd) accepts one: a stream cut at a block boundary looks the same.
 
@@ -337,6 +337,73 @@ fn too_large(declared: u64, received: u64) -> io::Error {
     ))
 }
 
+/// A path inside a layer (relative, no leading slash), as bytes: Linux names need not be
+/// UTF-8, and an image built by podman may delete `gone-\xff` in a later layer. Recorded in
+/// `layer.json` as a string when it is UTF-8 (every record written before this type), else
+/// as `{"hex": "..."}`; both are read.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LayerPath(pub Vec<u8>);
+
+impl LayerPath {
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+
+    pub fn as_path(&self) -> &Path {
+        use std::os::unix::ffi::OsStrExt;
+        Path::new(std::ffi::OsStr::from_bytes(&self.0))
+    }
+}
+
+impl From<&str> for LayerPath {
+    fn from(s: &str) -> LayerPath {
+        LayerPath(s.as_bytes().to_vec())
+    }
+}
+
+impl PartialEq<&str> for LayerPath {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+impl std::fmt::Display for LayerPath {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&String::from_utf8_lossy(&self.0))
+    }
+}
+
+impl Serialize for LayerPath {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match std::str::from_utf8(&self.0) {
+            Ok(text) => s.serialize_str(text),
+            Err(_) => {
+                let mut m = s.serialize_map(Some(1))?;
+                m.serialize_entry("hex", &hex::encode(&self.0))?;
+                m.end()
+            }
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LayerPath {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Repr {
+            Text(String),
+            Hex { hex: String },
+        }
+        match Repr::deserialize(d)? {
+            Repr::Text(t) => Ok(LayerPath(t.into_bytes())),
+            Repr::Hex { hex } => hex::decode(&hex)
+                .map(LayerPath)
+                .map_err(serde::de::Error::custom),
+        }
+    }
+}
+
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LayerStats {
     /// Archive members, not counting PAX and GNU long-name headers.
@@ -357,9 +424,9 @@ pub struct LayerStats {
     /// user who unpacked.
     pub ignored_ownership: u64,
     /// paths (relative to the layer root, no leading slash) deleted by `.wh.NAME` entries
-    pub whiteouts: Vec<String>,
+    pub whiteouts: Vec<LayerPath>,
     /// directories (relative) marked opaque by `.wh..wh..opq`
-    pub opaque_dirs: Vec<String>,
+    pub opaque_dirs: Vec<LayerPath>,
 }
 
 /// How parent paths are resolved inside the destination.
@@ -613,10 +680,10 @@ impl<R: Read> Read for Tail<R> {
 pub enum Kind {
     /// PAX and GNU long-name headers: part of the next member, not members.
     Header,
-    /// `.wh..wh..opq`: the directory (relative, UTF-8) hides lower layers' entries.
-    Opaque(String),
-    /// `.wh.NAME`: the path (relative, UTF-8) deletes a lower layer's entry.
-    Whiteout(String),
+    /// `.wh..wh..opq`: the directory (relative) hides lower layers' entries.
+    Opaque(LayerPath),
+    /// `.wh.NAME`: the path (relative) deletes a lower layer's entry.
+    Whiteout(LayerPath),
     /// Character and block devices: never created.
     Device,
     /// Unknown entry types and AUFS metadata: skipped.
@@ -651,9 +718,7 @@ pub fn classify(raw: &[u8], ty: EntryType) -> std::result::Result<Kind, String> 
             if escaped {
                 return Err("opaque marker outside the layer root".into());
             }
-            return utf8(&join(dir))
-                .map(Kind::Opaque)
-                .ok_or_else(|| "name is not UTF-8".into());
+            return Ok(Kind::Opaque(LayerPath(join(dir))));
         }
         if comps.iter().any(|c| c.starts_with(b".wh..wh.")) {
             return Ok(Kind::Other);
@@ -664,9 +729,7 @@ pub fn classify(raw: &[u8], ty: EntryType) -> std::result::Result<Kind, String> 
             }
             let mut target = dir.to_vec();
             target.push(name);
-            return utf8(&join(&target))
-                .map(Kind::Whiteout)
-                .ok_or_else(|| "name is not UTF-8".into());
+            return Ok(Kind::Whiteout(LayerPath(join(&target))));
         }
     }
     if ty == EntryType::Directory || (ty == EntryType::Regular && raw.ends_with(b"/")) {
@@ -746,10 +809,6 @@ fn show(b: &[u8]) -> String {
         b.len(),
         String::from_utf8_lossy(&b[b.len() - KEEP..])
     )
-}
-
-fn utf8(b: &[u8]) -> Option<String> {
-    std::str::from_utf8(b).ok().map(str::to_owned)
 }
 
 fn times(t: Timespec) -> Timestamps {
@@ -1775,6 +1834,26 @@ mod tests {
             assert_eq!(names, ["a", "keep"]);
             sb.assert_contained();
         }
+    }
+
+    #[test]
+    fn a_whiteout_of_a_name_that_is_not_utf8_is_kept_as_bytes() {
+        let k = classify(b"nu/.wh.gone-\xff", EntryType::Regular).unwrap();
+        assert_eq!(k, Kind::Whiteout(LayerPath(b"nu/gone-\xff".to_vec())));
+        let k = classify(b"nu-\xfe/.wh..wh..opq", EntryType::Regular).unwrap();
+        assert_eq!(k, Kind::Opaque(LayerPath(b"nu-\xfe".to_vec())));
+        // Recorded as a string when UTF-8, as hex when not; both read back as they were.
+        let stats = LayerStats {
+            whiteouts: vec![LayerPath(b"nu/gone-\xff".to_vec()), "plain".into()],
+            ..LayerStats::default()
+        };
+        let text = serde_json::to_string(&stats).unwrap();
+        assert!(
+            text.contains(r#""whiteouts":[{"hex":"6e752f676f6e652dff"},"plain"]"#),
+            "{text}"
+        );
+        let back: LayerStats = serde_json::from_str(&text).unwrap();
+        assert_eq!(back, stats);
     }
 
     #[test]

@@ -170,8 +170,8 @@ struct Expected {
     paths: BTreeMap<Vec<u8>, Want>,
     /// The layer root's own mode, when the archive has a `./` entry.
     root_mode: Option<u32>,
-    whiteouts: Vec<String>,
-    opaque: Vec<String>,
+    whiteouts: Vec<unpack::LayerPath>,
+    opaque: Vec<unpack::LayerPath>,
 }
 
 fn show(b: &[u8]) -> String {
@@ -873,15 +873,15 @@ fn find_blob(cache: &Cache, d: &Digest) -> Option<PathBuf> {
 fn union_of(layers: &[&Proven]) -> BTreeMap<Vec<u8>, (Want, usize)> {
     let mut u: BTreeMap<Vec<u8>, (Want, usize)> = BTreeMap::new();
     // `rootfs::inside`: every parent an existing directory (never through a symlink).
-    let reachable = |u: &BTreeMap<Vec<u8>, (Want, usize)>, p: &str| -> bool {
-        let comps: Vec<&str> = p.split('/').filter(|c| !c.is_empty()).collect();
+    let reachable = |u: &BTreeMap<Vec<u8>, (Want, usize)>, p: &unpack::LayerPath| -> bool {
+        let comps: Vec<&[u8]> = p
+            .as_bytes()
+            .split(|&b| b == b'/')
+            .filter(|c| !c.is_empty())
+            .collect();
         !comps.is_empty()
-            && (1..comps.len()).all(|i| {
-                matches!(
-                    u.get(comps[..i].join("/").as_bytes()),
-                    Some((Want::Dir { .. }, _))
-                )
-            })
+            && (1..comps.len())
+                .all(|i| matches!(u.get(&comps[..i].join(&b'/')), Some((Want::Dir { .. }, _))))
     };
     for (i, l) in layers.iter().enumerate() {
         for d in &l.exp.opaque {

@@ -847,3 +847,54 @@ fn cache_info_counts_images_as_images_lists_them() {
     assert_eq!(run(cmd().args(["cache", "prune"])).status.code(), Some(0));
     assert_eq!(count(), 0);
 }
+
+/// An image whose later layer deletes a file with a name that is not UTF-8 (umoci writes the
+/// whiteout `.wh.gone-\xff`, as podman does): it pulls, the file is gone from the root, its
+/// neighbours stay, and `cache verify` proves the result.
+#[test]
+fn a_whiteout_of_a_name_that_is_not_utf8() {
+    use std::os::unix::ffi::OsStrExt;
+    let env = Env::new();
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let layout = env.path("layout");
+    let ok = |c: &mut Command| {
+        let out = run(c);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    ok(Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(&fixtures).join("oci"))
+        .arg(&layout));
+    let bundle = env.path("bundle");
+    let image = |tag: &str| format!("{}:{tag}", layout.display());
+    ok(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &image("one")])
+        .arg(&bundle));
+    let odd = std::ffi::OsStr::from_bytes(b"gone-\xff");
+    let dir = bundle.join("rootfs/nu");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join(odd), "bytes\n").unwrap();
+    std::fs::write(dir.join("keep"), "kept\n").unwrap();
+    ok(Command::new("umoci")
+        .args(["repack", "--image", &image("nu1")])
+        .arg(&bundle));
+    std::fs::remove_file(dir.join(odd)).unwrap();
+    ok(Command::new("umoci")
+        .args(["repack", "--image", &image("nu2")])
+        .arg(&bundle));
+    let out = run(env
+        .cmd()
+        .args(["run", &format!("oci:{}", image("nu2")), "ls", "/nu"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(crate::support::stdout(&out), "keep\n");
+    // The layer below still has it: the whiteout deleted exactly that name.
+    let out = run(env
+        .cmd()
+        .args(["run", &format!("oci:{}", image("nu1")), "ls", "/nu"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(crate::support::stdout(&out).lines().count(), 2);
+    let out = run(env.cmd().args(["cache", "verify"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+}
