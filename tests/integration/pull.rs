@@ -880,10 +880,15 @@ fn a_whiteout_of_a_name_that_is_not_utf8() {
     ok(Command::new("umoci")
         .args(["repack", "--image", &image("nu1")])
         .arg(&bundle));
-    std::fs::remove_file(dir.join(odd)).unwrap();
+    // The next layer is made on top of nu1 (a repack diffs against what was unpacked).
+    let bundle2 = env.path("bundle2");
+    ok(Command::new("umoci")
+        .args(["unpack", "--rootless", "--image", &image("nu1")])
+        .arg(&bundle2));
+    std::fs::remove_file(bundle2.join("rootfs/nu").join(odd)).unwrap();
     ok(Command::new("umoci")
         .args(["repack", "--image", &image("nu2")])
-        .arg(&bundle));
+        .arg(&bundle2));
     let out = run(env
         .cmd()
         .args(["run", &format!("oci:{}", image("nu2")), "ls", "/nu"]));
