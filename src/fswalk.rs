@@ -9,11 +9,14 @@
 //! rather than sending it elsewhere. Two descriptors are open whatever the depth; each level
 //! keeps only its listing (names) in memory.
 
+use std::ffi::{OsStr, OsString};
 use std::io;
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
-use std::path::Path;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use rustix::fs::{AtFlags, FileType, Mode, OFlags, Stat};
+use rustix::fs::{AtFlags, Dir, FileType, Mode, Mode as FsMode, OFlags, ResolveFlags, Stat};
 use rustix::io::Errno;
 
 /// One entry met by [`walk`].
@@ -155,16 +158,6 @@ pub fn walk(
     }
 }
 
-/// Gives the owner `rwx` on a directory met in a walk, so its entries can be listed and
-/// removed: through an `O_PATH` descriptor of the very inode that was checked (changing a
-/// mode by name would follow a symlink swapped in meanwhile).
-fn open_up(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat) -> io::Result<()> {
-    if stat.st_mode & 0o700 == 0o700 {
-        return Ok(());
-    }
-    chmod_at(dir, name, stat, (stat.st_mode & 0o7777) | 0o700)
-}
-
 /// Sets the mode of an entry met in a walk (not a symlink): through an `O_PATH` descriptor
 /// of the very inode that was checked, so a name swapped for a symlink meanwhile is never
 /// followed, whatever the depth.
@@ -186,44 +179,191 @@ pub fn chmod_at(dir: BorrowedFd<'_>, name: &[u8], stat: &Stat, mode: u32) -> io:
     )
 }
 
-/// Removes `name` in `parent` and, when it is a directory, everything below it: never
-/// following a symlink, at any depth, giving the owner access to read-only directories on
-/// the way. A name already gone is not an error.
-pub fn remove_at(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-    let stat = match rustix::fs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW) {
-        Ok(s) => s,
-        Err(Errno::NOENT) => return Ok(()),
-        Err(e) => return Err(e.into()),
+/// Opens `name` (relative, without `..`) beneath `dir`, following no symbolic link on the way
+/// or at its end: `openat2(RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)`, or, where the kernel has
+/// no openat2 (ENOSYS before Linux 5.6; some seccomp profiles say EPERM), one
+/// `openat(O_NOFOLLOW)` per component. `O_NOFOLLOW | O_CLOEXEC` are always added.
+pub fn open_beneath(
+    dir: BorrowedFd<'_>,
+    name: &Path,
+    flags: OFlags,
+) -> rustix::io::Result<OwnedFd> {
+    static NO_OPENAT2: AtomicBool = AtomicBool::new(false);
+    let flags = flags | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+    // O_PATH | O_NOFOLLOW opens a trailing symbolic link itself (even with O_DIRECTORY, and
+    // even under RESOLVE_NO_SYMLINKS): refused here, whichever way it was opened.
+    let no_link = |fd: OwnedFd| {
+        if FileType::from_raw_mode(rustix::fs::fstat(&fd)?.st_mode) == FileType::Symlink {
+            return Err(Errno::LOOP);
+        }
+        Ok(fd)
     };
-    if FileType::from_raw_mode(stat.st_mode) != FileType::Directory {
-        return Ok(rustix::fs::unlinkat(parent, name, AtFlags::empty())?);
+    let mut parts = Vec::new();
+    for c in name.components() {
+        match c {
+            std::path::Component::Normal(p) => parts.push(p),
+            std::path::Component::CurDir => {}
+            _ => return Err(Errno::XDEV), // what RESOLVE_BENEATH says of `..` and `/`
+        }
     }
-    open_up(parent, name, &stat)?;
-    let dir = rustix::fs::openat(parent, name, DIR_FLAGS, Mode::empty())?;
-    if !same(&rustix::fs::fstat(&dir)?, &stat) {
-        return Err(moved(&String::from_utf8_lossy(name)));
+    if !NO_OPENAT2.load(Ordering::Relaxed) {
+        match rustix::fs::openat2(
+            dir,
+            name,
+            flags,
+            FsMode::empty(),
+            ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS,
+        ) {
+            Err(Errno::NOSYS | Errno::PERM) => NO_OPENAT2.store(true, Ordering::Relaxed),
+            r => return no_link(r?),
+        }
     }
-    walk(
-        dir.as_fd(),
-        &mut |e| {
-            if e.file_type() == FileType::Directory {
-                open_up(e.dir, e.name, e.stat)?;
-                return Ok(Step::Descend);
+    let Some((last, walk)) = parts.split_last() else {
+        return no_link(rustix::fs::openat(dir, ".", flags, FsMode::empty())?);
+    };
+    let mut cur: Option<OwnedFd> = None;
+    for p in walk {
+        let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+        let step = OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        cur = Some(rustix::fs::openat(at, *p, step, FsMode::empty())?);
+    }
+    let at = cur.as_ref().map_or(dir, |f| f.as_fd());
+    no_link(rustix::fs::openat(at, *last, flags, FsMode::empty())?)
+}
+
+/// How often the walk may find a directory changed under it (entries added, a directory
+/// swapped for a link and back) without progress before it gives up.
+const MAX_STALLS: u32 = 1000;
+
+/// Removes the entry `name` of the directory `parent` and, if it is a directory, everything
+/// below it, by file descriptor: nothing is opened, chmod-ed or unlinked through a symbolic
+/// link, whatever the tree's owner does to it meanwhile. Each directory is opened with
+/// [`open_beneath`], made owner-rwx by `fchmod` on that descriptor when it is not (staged
+/// image trees are read-only) and only then listed; each entry is unlinked with `unlinkat`
+/// relative to its directory's descriptor. A directory swapped for a symbolic link is found
+/// so on open and the link removed as a link. Two descriptors are held whatever the depth:
+/// going back up, `..` must be the directory the walk came down from, else the tree was moved
+/// and the walk stops. Returns whether there was anything to remove.
+pub fn remove_at(parent: BorrowedFd<'_>, name: &OsStr) -> std::io::Result<bool> {
+    match rustix::fs::unlinkat(parent, name, AtFlags::empty()) {
+        Ok(()) => return Ok(true),
+        Err(Errno::NOENT) => return Ok(false),
+        Err(Errno::ISDIR) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let id = |fd: BorrowedFd<'_>| rustix::fs::fstat(fd).map(|s| (s.st_dev, s.st_ino));
+    let here = OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    let mut cur = rustix::fs::openat(parent, ".", here, FsMode::empty())?;
+    // Each directory still to remove, with the identity of the directory that holds it.
+    let mut stack: Vec<(OsString, (u64, u64))> = vec![(name.to_owned(), id(cur.as_fd())?)];
+    let mut stalls = 0u32;
+    let at = |stack: &[(OsString, (u64, u64))], e: Errno| {
+        let rel: PathBuf = stack.iter().map(|(n, _)| n.as_os_str()).collect();
+        std::io::Error::new(
+            std::io::Error::from(e).kind(),
+            format!("{}: {e}", rel.display()),
+        )
+    };
+    while let Some((top, _)) = stack.last() {
+        let top = top.clone();
+        let gone = match open_to_empty(cur.as_fd(), &top) {
+            Ok(dir) => {
+                let mut sub = None;
+                for item in Dir::read_from(&dir).map_err(|e| at(&stack, e))? {
+                    let item = item.map_err(|e| at(&stack, e))?;
+                    let n = item.file_name().to_bytes();
+                    if n == b"." || n == b".." {
+                        continue;
+                    }
+                    let n = OsStr::from_bytes(n);
+                    if item.file_type() == FileType::Directory {
+                        sub = Some(n.to_owned());
+                        break;
+                    }
+                    match rustix::fs::unlinkat(&dir, n, AtFlags::empty()) {
+                        Ok(()) | Err(Errno::NOENT) => {}
+                        Err(Errno::ISDIR) => {
+                            sub = Some(n.to_owned());
+                            break;
+                        }
+                        Err(e) => return Err(at(&stack, e)),
+                    }
+                }
+                if let Some(n) = sub {
+                    let dir_id = id(dir.as_fd()).map_err(|e| at(&stack, e))?;
+                    stack.push((n, dir_id));
+                    cur = dir;
+                    continue;
+                }
+                match rustix::fs::unlinkat(&cur, &top, AtFlags::REMOVEDIR) {
+                    Ok(()) | Err(Errno::NOENT) => true,
+                    // Entries added meanwhile, or the name now a link: look again.
+                    Err(Errno::NOTEMPTY | Errno::NOTDIR) => false,
+                    Err(e) => return Err(at(&stack, e)),
+                }
             }
-            match rustix::fs::unlinkat(e.dir, e.name, AtFlags::empty()) {
-                Ok(()) | Err(Errno::NOENT) => Ok(Step::Skip),
-                Err(e) => Err(e.into()),
+            Err(Errno::NOENT) => true,
+            // Not a directory (any more): a link or a file now, removed as what it is.
+            Err(Errno::NOTDIR | Errno::LOOP) => {
+                match rustix::fs::unlinkat(&cur, &top, AtFlags::empty()) {
+                    Ok(()) | Err(Errno::NOENT) => true,
+                    Err(Errno::ISDIR) => false,
+                    Err(e) => return Err(at(&stack, e)),
+                }
             }
-        },
-        &mut |e| match rustix::fs::unlinkat(e.dir, e.name, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => Ok(()),
-            Err(e) => Err(e.into()),
-        },
-    )?;
-    drop(dir);
-    match rustix::fs::unlinkat(parent, name, AtFlags::REMOVEDIR) {
-        Ok(()) | Err(Errno::NOENT) => Ok(()),
-        Err(e) => Err(e.into()),
+            Err(e) => return Err(at(&stack, e)),
+        };
+        if !gone {
+            stalls += 1;
+            if stalls > MAX_STALLS {
+                return Err(std::io::Error::other(format!(
+                    "{}: keeps changing while being removed",
+                    top.to_string_lossy()
+                )));
+            }
+            continue;
+        }
+        stalls = 0;
+        stack.pop();
+        if let Some((_, want)) = stack.last() {
+            let up =
+                rustix::fs::openat(&cur, "..", here, FsMode::empty()).map_err(|e| at(&stack, e))?;
+            if id(up.as_fd()).map_err(|e| at(&stack, e))? != *want {
+                return Err(std::io::Error::other(format!(
+                    "{}: moved while being removed; stopped",
+                    PathBuf::from_iter(stack.iter().map(|(n, _)| n.as_os_str())).display()
+                )));
+            }
+            cur = up;
+        }
+    }
+    Ok(true)
+}
+
+/// Opens the directory `name` in `dir` (never through a symbolic link) for listing and
+/// removing its entries, first giving its owner rwx on it if it lacks them. The mode is
+/// changed on the opened directory itself: by `fchmod`, or, when its owner may not even
+/// open it for reading (mode 0 or 0200), through `/proc/self/fd/N`, which names the inode
+/// the O_PATH descriptor holds and nothing else.
+fn open_to_empty(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedFd> {
+    let path_fd = open_beneath(dir, Path::new(name), OFlags::PATH | OFlags::DIRECTORY)?;
+    let st = rustix::fs::fstat(&path_fd)?;
+    let read = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
+    if st.st_mode & 0o700 == 0o700 {
+        return rustix::fs::openat(&path_fd, ".", read, FsMode::empty());
+    }
+    // Set-id and sticky bits go: nothing in a directory about to be removed needs them.
+    let mode = FsMode::from_raw_mode((st.st_mode & 0o777) | 0o700);
+    match rustix::fs::openat(&path_fd, ".", read, FsMode::empty()) {
+        Ok(fd) => {
+            rustix::fs::fchmod(&fd, mode)?;
+            Ok(fd)
+        }
+        Err(Errno::ACCESS) => {
+            rustix::fs::chmod(format!("/proc/self/fd/{}", path_fd.as_raw_fd()), mode)?;
+            rustix::fs::openat(&path_fd, ".", read, FsMode::empty())
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -246,8 +386,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    use std::os::unix::ffi::OsStrExt;
-    remove_at(pfd.as_fd(), name.as_bytes())
+    remove_at(pfd.as_fd(), name).map(|_| ())
 }
 
 /// Entries and regular-file bytes below `root`, by descriptor (see [`walk`]).

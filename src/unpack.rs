@@ -1286,7 +1286,8 @@ impl Unpacker<'_> {
 /// Deletes the directory `name` in `parent` and everything below it, never following a
 /// symlink, at any depth (see [`crate::fswalk`]).
 fn remove_tree(parent: BorrowedFd<'_>, name: &[u8]) -> io::Result<()> {
-    crate::fswalk::remove_at(parent, name)
+    use std::os::unix::ffi::OsStrExt;
+    crate::fswalk::remove_at(parent, std::ffi::OsStr::from_bytes(name)).map(|_| ())
 }
 
 #[cfg(test)]
