@@ -314,6 +314,31 @@ fn four_jobs_at_once_download_each_blob_once() {
     }
 }
 
+/// A cold step of eight tasks sends one manifest request for its tag between them, not
+/// eight (Docker Hub counts each against its pull limit), and fetches each blob once.
+#[test]
+fn a_cold_eight_task_step_asks_for_its_tag_once() {
+    let Some(s) = slurm() else { return };
+    let repo = private_copy(&s.reg, "one", &s.env);
+    let img = format!("{}/{repo}", s.reg);
+    let out = run(s
+        .cmd("srun")
+        .args(["--overcommit", "-n8", "-t", "3", "--kill-on-bad-exit=1"])
+        .arg(bin())
+        .args(["-q", "run", &img, "true"]));
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert_eq!(
+        manifest_gets(&repo),
+        1,
+        "one manifest request for 8 cold tasks"
+    );
+    let gets = blob_gets(&repo);
+    assert_eq!(gets.len(), 2, "a layer and a config: {gets:?}");
+    for (digest, n) in &gets {
+        assert_eq!(*n, 1, "blob {digest} downloaded {n} times");
+    }
+}
+
 #[test]
 fn a_job_ended_by_the_scheduler_delivers_sigterm_inside_the_container() {
     let Some(s) = slurm() else { return };

@@ -903,3 +903,75 @@ fn a_whiteout_of_a_name_that_is_not_utf8() {
     let out = run(env.cmd().args(["cache", "verify"]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
+
+/// A config blob past the 16 MiB read cap is refused as too large, naming the digest and the
+/// limit, not left to fail its digest check after being read whole.
+#[test]
+fn a_config_over_the_read_cap_is_refused_as_too_large() {
+    use sha2::Digest as _;
+    let env = Env::new();
+    let Some(fixtures) = service("LPMX_TEST_FIXTURES") else {
+        return;
+    };
+    let layout = env.path("layout");
+    let out = run(Command::new("cp")
+        .arg("-a")
+        .arg(Path::new(&fixtures).join("oci"))
+        .arg(&layout));
+    assert!(out.status.success());
+    let blobs = layout.join("blobs/sha256");
+    let put = |bytes: &[u8]| -> (String, usize) {
+        let hex = hex::encode(sha2::Sha256::digest(bytes));
+        std::fs::write(blobs.join(&hex), bytes).unwrap();
+        (format!("sha256:{hex}"), bytes.len())
+    };
+    let index: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(layout.join("index.json")).unwrap()).unwrap();
+    let one = index["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["annotations"]["org.opencontainers.image.ref.name"] == "one")
+        .unwrap()
+        .clone();
+    let hex_of = |d: &serde_json::Value| {
+        d.as_str()
+            .unwrap()
+            .trim_start_matches("sha256:")
+            .to_string()
+    };
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(blobs.join(hex_of(&one["digest"]))).unwrap())
+            .unwrap();
+    let mut config: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(blobs.join(hex_of(&manifest["config"]["digest"]))).unwrap(),
+    )
+    .unwrap();
+    config["padding"] = "x".repeat(17 << 20).into();
+    let (cd, cs) = put(&serde_json::to_vec(&config).unwrap());
+    manifest["config"]["digest"] = cd.clone().into();
+    manifest["config"]["size"] = cs.into();
+    let (md, ms) = put(&serde_json::to_vec(&manifest).unwrap());
+    let mut entry = one.clone();
+    entry["digest"] = md.into();
+    entry["size"] = ms.into();
+    entry["annotations"]["org.opencontainers.image.ref.name"] = "big".into();
+    let mut index = index;
+    index["manifests"].as_array_mut().unwrap().push(entry);
+    std::fs::write(
+        layout.join("index.json"),
+        serde_json::to_vec(&index).unwrap(),
+    )
+    .unwrap();
+
+    let out = run(env
+        .cmd()
+        .args(["pull", &format!("oci:{}:big", layout.display())]));
+    assert_eq!(out.status.code(), Some(125));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!("config {cd} is larger than 16777216 bytes"))
+            && !err.contains("does not match"),
+        "{err}"
+    );
+}
