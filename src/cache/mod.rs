@@ -1127,7 +1127,10 @@ mod tests {
         );
         c.put_blob(&good, b"hello", "test blob").unwrap();
         assert_eq!(c.read_blob(&good).unwrap().unwrap(), b"hello");
-        std::fs::write(c.blob_path(&good), b"tampered").unwrap();
+        // Published blobs are read-only; their owner can still make one writable.
+        let p = c.blob_path(&good);
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o644)).unwrap();
+        std::fs::write(&p, b"tampered").unwrap();
         assert!(c
             .read_blob(&good)
             .unwrap_err()
