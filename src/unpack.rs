@@ -2120,51 +2120,6 @@ mod tests {
         assert!(matches!(err, Error::DestNotEmpty { .. }), "{err}");
     }
 
-    /// Cuts and type-flag swaps over an archive full of traps: whatever the damage, no panic
-    /// and nothing outside.
-    #[test]
-    fn damaged_hostile_archives_never_panic_or_escape() {
-        let base = Raw::default()
-            .dir("d/")
-            .symlink("d/up", "../../..")
-            .file("d/up/x", b"x")
-            .symlink("abs", "/")
-            .hardlink("h", "d/up/x")
-            .hardlink("h2", "../sentinel")
-            .file("../../y", b"y")
-            .symlink("s", "../sentinel")
-            .file("s", b"s")
-            .file(".wh.z", b"")
-            .bytes();
-        let headers: Vec<usize> = (0..base.len())
-            .step_by(512)
-            .filter(|&o| base[o] != 0 && base[o + 257..o + 262] == *b"ustar")
-            .collect();
-        let mut cases: Vec<Vec<u8>> = (0..base.len())
-            .step_by(173)
-            .map(|n| base[..n].to_vec())
-            .collect();
-        for &o in &headers {
-            for ty in *b"0123456LKxgSV\0" {
-                let mut v = base.clone();
-                let mut h = Header::new_old();
-                h.as_mut_bytes().copy_from_slice(&v[o..o + 512]);
-                h.set_entry_type(EntryType::new(ty));
-                h.set_size(if ty == b'0' { 700 } else { 0 });
-                h.set_cksum();
-                v[o..o + 512].copy_from_slice(h.as_bytes());
-                cases.push(v);
-            }
-        }
-        for r in resolvers() {
-            for case in &cases {
-                let sb = Sandbox::new();
-                let _ = sb.unpack(case, r);
-                sb.assert_contained();
-            }
-        }
-    }
-
     #[test]
     fn resolvers_agree_on_hostile_paths() {
         let sb = Sandbox::new();
@@ -2325,7 +2280,8 @@ mod tests {
             .collect();
         cases.push(base.clone());
         for &o in &headers {
-            for ty in *b"0125LK" {
+            // Every type flag tar knows, and some it does not (the old test's list).
+            for ty in *b"0123456LKxgSV\0" {
                 let mut v = base.clone();
                 let mut h = Header::new_old();
                 h.as_mut_bytes().copy_from_slice(&v[o..o + 512]);
