@@ -6,8 +6,9 @@
 # SGE_CELL=default, the ports of /etc/services (6444, 6445), spool in /var/spool/gridengine.
 # The packages' postinst created the cell (debconf answers: preseed_packages in packages.sh).
 # So that a second run, a session that left SGE running, or two runs at once all work:
-#   - daemons that answer are reused; otherwise they are started here, with a clean
-#     environment (jobs and their prolog/epilog inherit sge_execd's environment);
+#   - daemons another live run of this harness uses are reused; daemons left by an earlier
+#     session are stopped and started afresh, with a clean environment (jobs and their
+#     prolog/epilog inherit sge_execd's environment);
 #   - each run adds its own queue `lpmx_RUN` (this host, 2 slots, integrations/sge's prolog
 #     and epilog as a site installs them) and removes it at exit; queues of runs that are
 #     gone are removed at start;
@@ -110,6 +111,12 @@ start_sge() {
         chmod 644 "$aliases"
     fi
 
+    # Daemons an earlier session left running carry that session's environment into every
+    # job and hook: unless another run of this harness is using them now, start afresh.
+    if ! other_sge_run "$run" && [ -n "$(qmaster_pid)$(execd_pid)" ]; then
+        info "stopping SGE daemons left by an earlier run (qmaster $(qmaster_pid || echo -), execd $(execd_pid || echo -))"
+        stop_sge_daemons
+    fi
     local started=() i
     if [ -z "$(qmaster_pid)" ]; then
         sge_daemon sge_qmaster || sge_fail "sge_qmaster did not start"
@@ -272,7 +279,12 @@ stop_sge() {
     done
     LPMX_SGE_QUEUE=
     [ "$others" -eq 0 ] && [ -e "$LPMX_SGE_RUNS/.started-by-harness" ] || return 0
-    local pids
+    stop_sge_daemons
+}
+
+# Stops sge_execd and sge_qmaster (whoever started them).
+stop_sge_daemons() {
+    local pids pid
     pids="$(execd_pid || true) $(qmaster_pid || true)"
     timeout 10 qconf -ke "$(hostname)" >/dev/null 2>&1 || true
     timeout 10 qconf -km >/dev/null 2>&1 || true
@@ -286,4 +298,15 @@ stop_sge() {
         kill -KILL "$pid" 2>/dev/null || true
     done
     rm -f "$LPMX_SGE_RUNS/.started-by-harness"
+}
+
+# Whether a run of this harness other than `run` is alive (its work directory exists).
+other_sge_run() {
+    local m w
+    for m in "$LPMX_SGE_RUNS"/*; do
+        [ -f "$m" ] && [ "$(basename "$m")" != "$1" ] || continue
+        w=$(cat "$m" 2>/dev/null) || w=
+        [ -n "$w" ] && [ -d "$w" ] && return 0
+    done
+    return 1
 }
