@@ -12,12 +12,12 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::fswalk;
-use crate::unpack::{self, Kind};
+use crate::image::unpack::{self, Kind};
 
 use super::{
     Cache, Error, ImageRecord, LayerRecord, Result, BLOBS, IMAGES, LAYERS, REFS, TMP, TREES,
 };
-use crate::reference::Digest;
+use crate::image::reference::Digest;
 
 #[derive(Debug, Default, Serialize)]
 pub struct Usage {
@@ -811,7 +811,7 @@ pub fn verify(cache: &Cache) -> Result<Vec<Fault>> {
         };
         match read_regular(&tree.join("tree.json"))
             .ok()
-            .and_then(|b| serde_json::from_slice::<crate::rootfs::TreeRecord>(&b).ok())
+            .and_then(|b| serde_json::from_slice::<crate::cache::rootfs::TreeRecord>(&b).ok())
         {
             Some(t)
                 if t.layers
@@ -1243,7 +1243,7 @@ mod tests {
         };
         cache.put_blob(&rec.config, b"config", "config").unwrap();
         cache.write_image(rec.clone()).unwrap();
-        crate::rootfs::image_tree(cache, &rec, &|_| {}).unwrap();
+        crate::cache::rootfs::image_tree(cache, &rec, &|_| {}).unwrap();
         rec
     }
 

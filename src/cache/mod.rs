@@ -28,8 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::lock;
-use crate::reference::Digest;
+use crate::image::reference::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -104,7 +103,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::at(path, source)
 }
 
+pub mod lock;
+pub mod rootfs;
 pub mod safe;
+pub mod stage;
 use safe::{Access, Expect};
 
 /// Modes of what the cache publishes: no one but the publisher may change an entry. Records
@@ -147,7 +149,7 @@ pub struct LayerRecord {
     pub diff_id: Digest,
     pub media_type: String,
     pub compressed_size: u64,
-    pub stats: crate::unpack::LayerStats,
+    pub stats: crate::image::unpack::LayerStats,
     /// Entries and regular-file bytes of `root/` right after unpacking, so `cache verify`
     /// can tell a complete tree from one something has eaten into.
     pub tree: TreeSummary,
@@ -947,7 +949,7 @@ fn work_age(p: &Path) -> Duration {
 }
 
 fn group_id(name: &str) -> Option<u32> {
-    crate::accounts::group_id(name)
+    crate::host::accounts::group_id(name)
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -1141,7 +1143,7 @@ mod tests {
         let dg = sha256(b"x");
         let g = c.lock(&dg, "layer x", &|_| {}).unwrap();
         // A second process, since flock is per open file description and we want the real case.
-        let out = crate::probe::in_child(Duration::from_secs(20), |r| {
+        let out = crate::host::probe::in_child(Duration::from_secs(20), |r| {
             let told = std::cell::RefCell::new(String::new());
             match c.lock(&dg, "layer x", &|m| told.borrow_mut().push_str(m)) {
                 Ok(_) => 0,
@@ -1152,7 +1154,7 @@ mod tests {
             }
         })
         .unwrap();
-        let crate::probe::Outcome::Exited(1, text) = out else {
+        let crate::host::probe::Outcome::Exited(1, text) = out else {
             panic!("{out:?}")
         };
         assert!(

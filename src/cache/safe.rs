@@ -61,7 +61,7 @@ pub struct Unexpected {
 
 /// `NAME (uid N)`, or `uid N` for an id without a name.
 pub fn owner_name(uid: u32) -> String {
-    match crate::accounts::user(uid) {
+    match crate::host::accounts::user(uid) {
         Some(u) => format!("{} (uid {uid})", u.name),
         None => format!("uid {uid}"),
     }

@@ -15,7 +15,7 @@ use std::path::{Component, Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache, ImageRecord};
-use crate::reference::Digest;
+use crate::image::reference::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -348,7 +348,7 @@ mod tests {
         let dir = cache.layer_dir(&digest);
         std::fs::create_dir_all(dir.join("root")).unwrap();
         build(&dir.join("root"));
-        let stats = crate::unpack::LayerStats {
+        let stats = crate::image::unpack::LayerStats {
             whiteouts: whiteouts.iter().map(|&s| s.into()).collect(),
             opaque_dirs: opaque.iter().map(|&s| s.into()).collect(),
             ..Default::default()
@@ -476,11 +476,11 @@ mod tests {
         );
         // In use while held, by this or an exec'd process; free again when released.
         let held = hold(&tree).unwrap().unwrap();
-        let out = crate::probe::in_child(std::time::Duration::from_secs(5), |_| {
+        let out = crate::host::probe::in_child(std::time::Duration::from_secs(5), |_| {
             i32::from(in_use(&tree))
         })
         .unwrap();
-        assert_eq!(out, crate::probe::Outcome::Exited(1, String::new()));
+        assert_eq!(out, crate::host::probe::Outcome::Exited(1, String::new()));
         drop(held);
         assert!(!in_use(&tree));
         // Built once: the second call finds it.

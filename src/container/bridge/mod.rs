@@ -269,7 +269,10 @@ pub fn container_env(vars: &[(OsString, OsString)]) -> Vec<(OsString, OsString)>
             v.push(p);
             v
         }
-        _ => OsString::from(format!("{BIN_DIR}:{}", crate::environ::DEFAULT_PATH)),
+        _ => OsString::from(format!(
+            "{BIN_DIR}:{}",
+            crate::container::environ::DEFAULT_PATH
+        )),
     };
     env.insert("PATH".into(), path);
     env.insert(
@@ -316,7 +319,7 @@ pub fn host_env(
         k != SOCKET_ENV
             && !k
                 .as_bytes()
-                .starts_with(crate::environ::INTERNAL_PREFIX.as_bytes())
+                .starts_with(crate::container::environ::INTERNAL_PREFIX.as_bytes())
     });
     env.into_iter().collect()
 }
@@ -326,7 +329,7 @@ pub fn host_env(
 /// path beneath it (no `..`, no `.`). None when no bind covers `cwd`: the directory is the
 /// image's.
 pub fn host_cwd(binds: &[(PathBuf, PathBuf)], cwd: &Path) -> Option<(usize, PathBuf)> {
-    let cwd = crate::runtime::paths::normalize(cwd);
+    let cwd = crate::container::runtime::paths::normalize(cwd);
     let (i, (dst, _)) = binds
         .iter()
         .enumerate()

@@ -545,11 +545,11 @@ fn refuses_to_enter_with_threads() {
     drop(tx);
     t.join().unwrap().unwrap_err();
     // A forked child has one thread.
-    let out = crate::probe::in_child(std::time::Duration::from_secs(10), |_| {
+    let out = crate::host::probe::in_child(std::time::Duration::from_secs(10), |_| {
         i32::from(ensure_single_threaded(&Real, "img").is_err())
     })
     .unwrap();
-    assert_eq!(out, crate::probe::Outcome::Exited(0, String::new()));
+    assert_eq!(out, crate::host::probe::Outcome::Exited(0, String::new()));
 }
 
 #[test]

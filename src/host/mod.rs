@@ -1,6 +1,12 @@
 //! Facts about the node lpmx-job runs on: its name, the user, the kernel and the filesystems.
 //! Every message names the node, so these are read once and cheaply.
 
+pub mod accounts;
+pub mod doctor;
+pub mod probe;
+pub mod scheduler;
+pub mod userns;
+
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
@@ -57,7 +63,7 @@ pub fn gid() -> u32 {
 
 /// The user's name and home from the password database (HOME may be unset in `env -i` pilots).
 fn passwd_entry() -> Option<(String, PathBuf)> {
-    crate::accounts::user(uid()).map(|u| (u.name, PathBuf::from(u.home)))
+    crate::host::accounts::user(uid()).map(|u| (u.name, PathBuf::from(u.home)))
 }
 
 pub fn passwd_home() -> Option<PathBuf> {

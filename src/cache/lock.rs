@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::probe::{self, Outcome};
+use crate::host::probe::{self, Outcome};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

@@ -442,9 +442,11 @@ pub struct ImageMpi {
 pub fn image_glibc(root: &Path, image_ld_path: Option<&str>) -> Option<(PathBuf, GlibcVersion)> {
     for d in image_lib_dirs(root, image_ld_path) {
         let inside = d.join("libc.so.6");
-        let Ok(host) =
-            crate::runtime::paths::resolve_in_root(&crate::runtime::syscall::Real, root, &inside)
-        else {
+        let Ok(host) = crate::container::runtime::paths::resolve_in_root(
+            &crate::container::runtime::syscall::Real,
+            root,
+            &inside,
+        ) else {
             continue;
         };
         if let Ok(Some(v)) = glibc_version(&host, false) {
@@ -495,9 +497,11 @@ pub fn check_glibc(
 pub fn image_mpi(image: &str, root: &Path, image_ld_path: Option<&str>) -> Result<ImageMpi> {
     let dirs = image_lib_dirs(root, image_ld_path);
     for d in &dirs {
-        let Ok(host_dir) =
-            crate::runtime::paths::resolve_in_root(&crate::runtime::syscall::Real, root, d)
-        else {
+        let Ok(host_dir) = crate::container::runtime::paths::resolve_in_root(
+            &crate::container::runtime::syscall::Real,
+            root,
+            d,
+        ) else {
             continue;
         };
         let Ok(rd) = std::fs::read_dir(&host_dir) else {
@@ -541,8 +545,8 @@ fn image_lib_dirs(root: &Path, image_ld_path: Option<&str>) -> Vec<PathBuf> {
         add(PathBuf::from(d));
     }
     // Only the image's own files are read, through resolve_in_root, never the host's.
-    let conf = crate::runtime::paths::resolve_in_root(
-        &crate::runtime::syscall::Real,
+    let conf = crate::container::runtime::paths::resolve_in_root(
+        &crate::container::runtime::syscall::Real,
         root,
         Path::new("/etc/ld.so.conf.d"),
     );

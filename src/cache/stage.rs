@@ -408,7 +408,7 @@ fn random_suffix() -> std::io::Result<String> {
 
 /// A user's name for messages, or their uid when they have none.
 fn user_name(uid: u32) -> String {
-    match crate::accounts::user(uid) {
+    match crate::host::accounts::user(uid) {
         Some(u) => format!("{} (uid {uid})", u.name),
         None => format!("uid {uid}"),
     }
@@ -693,7 +693,7 @@ fn as_owner(uid: u32, work: impl FnOnce() -> std::io::Result<bool>) -> Result<bo
         ));
     }
     // Looked up before the fork: the name service may open sockets and load modules.
-    let gid = crate::accounts::user(uid).map_or(NOGROUP, |u| u.gid);
+    let gid = crate::host::accounts::user(uid).map_or(NOGROUP, |u| u.gid);
     let mut fds = [0; 2];
     // SAFETY: pipe2 writes two descriptors into the array it is given.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {

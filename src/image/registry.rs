@@ -16,7 +16,7 @@ use reqwest::header::{
 };
 use reqwest::StatusCode;
 
-use crate::reference::{Digest, Remote, DOCKER_HUB};
+use crate::image::reference::{Digest, Remote, DOCKER_HUB};
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -29,7 +29,7 @@ pub enum Error {
         #[source]
         source: reqwest::Error,
     },
-    /// Said in words with the setting that fixes it (`crate::tls::describe_refusal`); the
+    /// Said in words with the setting that fixes it (`crate::image::tls::describe_refusal`); the
     /// TLS library's own name for the fault is kept at the end.
     #[error("registry {registry} ({url}): {why}")]
     Certificate {
@@ -151,7 +151,7 @@ pub struct ClientOptions {
 }
 
 /// The host's roots plus the configured CA files' certificates, each also accepted when a
-/// registry presents exactly it (see `crate::tls`).
+/// registry presents exactly it (see `crate::image::tls`).
 fn tls_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig> {
     use rustls::pki_types::pem::PemObject;
     let mut certs = Vec::new();
@@ -170,7 +170,7 @@ fn tls_config(ca_files: &[PathBuf]) -> Result<rustls::ClientConfig> {
         }
     }
     let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = crate::tls::Verifier::new(certs, provider.clone())
+    let verifier = crate::image::tls::Verifier::new(certs, provider.clone())
         .map_err(|e| Error::Setup(format!("TLS set-up: {e}")))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -247,7 +247,7 @@ impl Client {
                     std::thread::sleep(delay);
                 }
                 Err(source) => {
-                    if let Some(why) = crate::tls::describe_refusal(&source, registry) {
+                    if let Some(why) = crate::image::tls::describe_refusal(&source, registry) {
                         return Err(Error::Certificate {
                             registry: registry.to_string(),
                             url: url.to_string(),

@@ -10,10 +10,10 @@ use std::sync::Mutex;
 use oci_spec::image::{ImageConfiguration, ImageIndex, ImageManifest};
 
 use crate::cache::{self, Cache, Hashing, ImageRecord, LayerRecord, LayerRef};
-use crate::progress::{Counting, Progress};
-use crate::reference::{Digest, Reference, Remote};
-use crate::registry::{self, Client};
-use crate::unpack;
+use crate::image::progress::{Counting, Progress};
+use crate::image::reference::{Digest, Reference, Remote};
+use crate::image::registry::{self, Client};
+use crate::image::unpack;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 

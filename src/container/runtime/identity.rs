@@ -59,11 +59,11 @@ pub fn host_identity(fakeroot: bool) -> Identity {
 
 /// (name, home, shell, gecos) of a uid.
 fn passwd(uid: u32) -> Option<(String, String, String, String)> {
-    crate::accounts::user(uid).map(|u| (u.name, u.home, u.shell, u.gecos))
+    crate::host::accounts::user(uid).map(|u| (u.name, u.home, u.shell, u.gecos))
 }
 
 fn group_name(gid: u32) -> Option<String> {
-    crate::accounts::group_name(gid)
+    crate::host::accounts::group_name(gid)
 }
 
 /// A field of a passwd/group line, or "".

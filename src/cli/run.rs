@@ -1,8 +1,8 @@
 //! `lpmx-job run [OPTIONS] IMAGE [--] [CMD [ARG...]]`: find the image (pulling it when the
 //! cache lacks it), work out the command, environment and binds, then enter the container
-//! and exec the command in place (see `lpmx_job::runtime`). With `--host-cmd NAME`, a child
+//! and exec the command in place (see `lpmx_job::container::runtime`). With `--host-cmd NAME`, a child
 //! enters and execs instead, and this process stays on the host as its supervisor, serving
-//! the host command bridge (see `lpmx_job::bridge`).
+//! the host command bridge (see `lpmx_job::container::bridge`).
 //!
 //! A warm run reads a few small files of the cache and touches no network. A cold run pulls
 //! first; the pull starts threads, and a user namespace can only be entered by a
@@ -16,12 +16,15 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use oci_spec::image::ImageConfiguration;
 
-use crate::cli::{Global, MpiMode, RunArgs};
-use crate::commands::{load_config, open_cache, pull_one};
+use crate::cli::args::{Global, MpiMode, RunArgs};
+use crate::cli::dispatch::{load_config, open_cache, pull_one};
+use lpmx_job::cache::rootfs;
 use lpmx_job::cache::{Cache, ImageRecord};
-use lpmx_job::reference::{Digest, Reference};
-use lpmx_job::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
-use lpmx_job::{bridge, environ, host, pull, rootfs};
+use lpmx_job::container::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
+use lpmx_job::container::{bridge, environ};
+use lpmx_job::host;
+use lpmx_job::image::pull;
+use lpmx_job::image::reference::{Digest, Reference};
 
 /// Set on the re-executed copy after a cold pull: the manifest digest of the image to run.
 /// Never passed into the container (the `LPMX_INTERNAL_` prefix is dropped by `environ`).
@@ -60,7 +63,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         None => match cached(&cache, &reference, &platform)? {
             Some(rec) => rec,
             None => {
-                let progress = lpmx_job::progress::for_setting(config.settings.progress, g.quiet);
+                let progress =
+                    lpmx_job::image::progress::for_setting(config.settings.progress, g.quiet);
                 let opts = pull::Options {
                     platform: platform.clone(),
                     jobs: 3,
@@ -119,7 +123,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         .map(|b| runtime::parse_bind(b, &cwd))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
-    let user_binds = crate::batch_cmd::with_job_binds(user_binds, &note);
+    let user_binds = crate::cli::batch::with_job_binds(user_binds, &note);
     let write = match &a.write {
         None => Write::ReadOnly,
         Some(None) => Write::Scratch,
@@ -140,7 +144,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
             eprintln!("lpmx-job[{}]: {m}", host::hostname())
         }
     })?;
-    let tree = crate::batch_cmd::staged(&config, tree, &note)?;
+    let tree = crate::cli::batch::staged(&config, tree, &note)?;
     let names: Vec<String> = config
         .settings
         .bridge
@@ -161,9 +165,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
                 inj.abi,
                 inj.main.display(),
                 inj.libs.len(),
-                lpmx_job::mpi::LIB_DIR
+                lpmx_job::container::mpi::LIB_DIR
             ));
-            let path = lpmx_job::mpi::library_path(get_var(&env.vars, "LD_LIBRARY_PATH"));
+            let path =
+                lpmx_job::container::mpi::library_path(get_var(&env.vars, "LD_LIBRARY_PATH"));
             set_var(&mut env.vars, "LD_LIBRARY_PATH", path);
             user_binds.extend(inj.binds.iter().map(|p| runtime::Bind {
                 src: p.clone(),
@@ -207,7 +212,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         return enter_and_exec(&spec, &argv, &env.vars, &note).map_err(Into::into);
     }
 
-    // The bridge: a supervisor stays on the host side (see `lpmx_job::bridge`).
+    // The bridge: a supervisor stays on the host side (see `lpmx_job::container::bridge`).
     let listener = bridge::supervise::Listener::create(&image)?;
     // The path, not /proc/self/exe: a bind from a magic link would name a mount of the host's
     // namespace, which the kernel refuses once the child has its own.
@@ -258,8 +263,8 @@ fn host_mpi(
     image: &str,
     tree: &Path,
     image_env: &[String],
-) -> anyhow::Result<lpmx_job::mpi::Injection> {
-    use lpmx_job::mpi;
+) -> anyhow::Result<lpmx_job::container::mpi::Injection> {
+    use lpmx_job::container::mpi;
     let ld = image_env
         .iter()
         .find_map(|e| e.strip_prefix("LD_LIBRARY_PATH="));

@@ -235,7 +235,7 @@ impl Server {
             .iter()
             .find(|(k, _)| k == "PATH")
             .map(|(_, v)| v.clone())
-            .unwrap_or_else(|| crate::environ::DEFAULT_PATH.into());
+            .unwrap_or_else(|| crate::container::environ::DEFAULT_PATH.into());
         let Some(path) = find_on_path(&req.name, &host_path) else {
             return Err(Refusal(
                 exit::NOT_FOUND,

@@ -4,10 +4,12 @@
 
 use std::path::PathBuf;
 
-use crate::cli::Global;
-use crate::commands::{load_config, open_cache, pull_one};
-use lpmx_job::reference::Reference;
-use lpmx_job::{exit, host, pull, rootfs, stage};
+use crate::cli::args::Global;
+use crate::cli::dispatch::{load_config, open_cache, pull_one};
+use lpmx_job::cache::{rootfs, stage};
+use lpmx_job::image::pull;
+use lpmx_job::image::reference::Reference;
+use lpmx_job::{exit, host};
 
 fn say(g: &Global, m: &str) {
     if g.verbose > 0 {
@@ -28,7 +30,7 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
         Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
         None => pull::Platform::host(),
     };
-    let progress = lpmx_job::progress::for_setting(config.settings.progress, g.verbose == 0);
+    let progress = lpmx_job::image::progress::for_setting(config.settings.progress, g.verbose == 0);
     for name in images {
         let reference = Reference::parse(name)?;
         let opts = |offline| pull::Options {
@@ -86,7 +88,7 @@ fn root_may_fill(dir: &std::path::Path) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("prefetch as root: {}: {e}", a.display()))?;
         let others_write = m.mode() & 0o022 != 0 && (m.mode() & 0o1000 == 0 || a == real);
         if m.uid() != 0 || others_write {
-            let why = match (m.uid(), lpmx_job::accounts::user(m.uid())) {
+            let why = match (m.uid(), lpmx_job::host::accounts::user(m.uid())) {
                 (0, _) => format!("{} can be written by others", a.display()),
                 (_, Some(u)) => format!("{} belongs to {}", a.display(), u.name),
                 (uid, None) => format!("{} belongs to uid {uid}", a.display()),
@@ -112,7 +114,7 @@ pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
         let mut bases = stage::default_bases(std::env::var("TMPDIR").ok().as_deref());
         // An epilog must clean up even when the configuration is broken: then only the
         // default places are searched, and it says so.
-        match crate::commands::load_config(g) {
+        match crate::cli::dispatch::load_config(g) {
             Ok(c) => {
                 if let Some(d) = c.settings.stage.dir.filter(|d| d.is_absolute()) {
                     if !bases.contains(&d) {
@@ -158,7 +160,7 @@ pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
 
 /// The tree `run` enters: the cache's own, or, inside a job when `stage.mode` asks for it (by
 /// default when the cache is on a network or parallel filesystem), its node-local copy for
-/// this job, made once per node per job (see `lpmx_job::stage::stage_tree`).
+/// this job, made once per node per job (see `lpmx_job::cache::stage::stage_tree`).
 pub fn staged(
     config: &lpmx_job::config::Config,
     tree: PathBuf,
@@ -201,13 +203,13 @@ pub fn staged(
 }
 
 /// Adds, after the user's binds, the host directories the job's MPI launcher names in the
-/// environment (`lpmx_job::scheduler::JOB_DIR_VARS`: PMIx's server directory and stores
+/// environment (`lpmx_job::host::scheduler::JOB_DIR_VARS`: PMIx's server directory and stores
 /// under slurmd's spool), each bound at its own path, unless a default bind or an earlier
 /// bind already covers it, or it lies in a system directory.
 pub fn with_job_binds(
-    mut binds: Vec<lpmx_job::runtime::Bind>,
+    mut binds: Vec<lpmx_job::container::runtime::Bind>,
     note: &dyn Fn(&str),
-) -> Vec<lpmx_job::runtime::Bind> {
+) -> Vec<lpmx_job::container::runtime::Bind> {
     use std::path::Path;
     let var = |n: &str| std::env::var_os(n).map(PathBuf::from);
     let mut covered: Vec<PathBuf> = ["/tmp", "/dev/shm", "/dev", "/proc", "/sys"]
@@ -220,11 +222,11 @@ pub fn with_job_binds(
         .collect();
     covered.extend(binds.iter().map(|b| b.dst.clone()));
     let system = |p: &Path| {
-        lpmx_job::runtime::SYSTEM_DIRS
+        lpmx_job::container::runtime::SYSTEM_DIRS
             .iter()
             .any(|d| p.starts_with(d))
     };
-    for name in lpmx_job::scheduler::JOB_DIR_VARS {
+    for name in lpmx_job::host::scheduler::JOB_DIR_VARS {
         let Some(p) = var(name) else { continue };
         let Ok(p) = p.canonicalize() else { continue };
         if !p.is_dir() || p == Path::new("/") || system(&p) {
@@ -235,7 +237,7 @@ pub fn with_job_binds(
         }
         note(&format!("binding {} (from {name})", p.display()));
         covered.push(p.clone());
-        binds.push(lpmx_job::runtime::Bind {
+        binds.push(lpmx_job::container::runtime::Bind {
             src: p.clone(),
             dst: p,
             ro: false,

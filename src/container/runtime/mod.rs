@@ -4,7 +4,7 @@
 //! No supervisor, no fork: the command is this process, with the job's stdin, stdout, stderr
 //! and signals, and its exit status is ours. (With `run --host-cmd`, the only exception, a
 //! forked child enters and the parent stays on the host as the bridge's supervisor: see
-//! `crate::bridge`; [`BridgeMounts`] are then mounted at `/.lpmx`.)
+//! `crate::container::bridge`; [`BridgeMounts`] are then mounted at `/.lpmx`.)
 //!
 //! The image tree `D` (from `rootfs::image_tree`) holds `D/root/`, the image's files (hard
 //! links into the shared cache, never written), and `D/mnt/`, an empty directory where a
@@ -37,7 +37,7 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
-use crate::userns::{explain_denial, HostFacts};
+use crate::host::userns::{explain_denial, HostFacts};
 use identity::Identity;
 use paths::{normalize, walk_in_root};
 use syscall::{Kind, Syscall};
@@ -209,7 +209,7 @@ pub const SYSTEM_DIRS: &[&str] = &[
 ];
 
 /// `PATH` searched when the container's environment has none.
-const FALLBACK_PATH: &str = crate::environ::DEFAULT_PATH;
+const FALLBACK_PATH: &str = crate::container::environ::DEFAULT_PATH;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Bind {
@@ -389,13 +389,13 @@ pub struct Spec {
     pub tmpfs_size: Option<String>,
     /// Try overlayfs first (false: go straight to the bind fallback, for tests).
     pub try_overlay: bool,
-    /// `--host-cmd`: what the host command bridge needs inside (see `crate::bridge`).
+    /// `--host-cmd`: what the host command bridge needs inside (see `crate::container::bridge`).
     pub bridge: Option<BridgeMounts>,
-    /// `--mpi host`: host libraries bound at `crate::mpi::LIB_DIR`/NAME.
+    /// `--mpi host`: host libraries bound at `crate::container::mpi::LIB_DIR`/NAME.
     pub mpi_libs: Option<BTreeMap<String, PathBuf>>,
 }
 
-/// The in-container end of the host command bridge (see `crate::bridge`): the lpmx-job
+/// The in-container end of the host command bridge (see `crate::container::bridge`): the lpmx-job
 /// executable bound read-only at `/.lpmx/lib/lpmx-bridge`, the host's dynamic loader and C
 /// libraries it needs at `/.lpmx/lib/lpmx-job.libs/`, an entry in `/.lpmx/bin/` for each
 /// bridged name (a `#!` script running the executable through the host's loader, or a
@@ -973,7 +973,9 @@ impl Ctx<'_> {
         bridge: Option<&BridgeMounts>,
         mpi: Option<&BTreeMap<String, PathBuf>>,
     ) -> Result<()> {
-        use crate::bridge::{BIN_DIR, EXE_NAME, LIBS_NAME, LIB_DIR, SOCKET_DIR, TOP_DIR};
+        use crate::container::bridge::{
+            BIN_DIR, EXE_NAME, LIBS_NAME, LIB_DIR, SOCKET_DIR, TOP_DIR,
+        };
         let image = self.spec.image.clone();
         let top = self.scratch.join("lpmx");
         // A container path under /.lpmx, in the tmpfs.
@@ -992,7 +994,7 @@ impl Ctx<'_> {
             }
         }
         if let Some(m) = mpi {
-            let dir = at(crate::mpi::LIB_DIR);
+            let dir = at(crate::container::mpi::LIB_DIR);
             dirs.push(dir.clone());
             for (name, src) in m {
                 files.push((src, dir.join(name)));

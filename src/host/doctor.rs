@@ -7,9 +7,10 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::cache::lock;
 use crate::config::Config;
 use crate::host::{self, FsClass};
-use crate::{lock, scheduler, userns};
+use crate::host::{scheduler, userns};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -181,7 +182,7 @@ pub fn run(config: &Config) -> Report {
 
 /// What `run --mpi host` would inject, per MPI ABI the host has.
 fn mpi_checks(config: &Config) -> Vec<Check> {
-    use crate::mpi::{host_injection, Family};
+    use crate::container::mpi::{host_injection, Family};
     let h = &config.settings.mpi.host;
     let mut seen = Vec::new();
     let mut out = Vec::new();
@@ -210,7 +211,7 @@ fn mpi_checks(config: &Config) -> Vec<Check> {
                         "run --mpi host injects {} from {} into images built against it, at {}: {}{binds}",
                         inj.abi,
                         inj.main.display(),
-                        crate::mpi::LIB_DIR,
+                        crate::container::mpi::LIB_DIR,
                         names.join(" ")
                     ),
                     None,

@@ -7,18 +7,20 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::{CacheCommand, Cli, Command, ConfigCommand, Global};
+use crate::cli::args::{CacheCommand, Cli, Command, ConfigCommand, Global};
 use lpmx_job::cache::{maintain, Cache};
 use lpmx_job::config::{self, Config};
-use lpmx_job::reference::{Reference, Remote};
-use lpmx_job::registry::{self, Client, ClientOptions};
-use lpmx_job::{doctor, exit, host, pull};
+use lpmx_job::host::doctor;
+use lpmx_job::image::pull;
+use lpmx_job::image::reference::{Reference, Remote};
+use lpmx_job::image::registry::{self, Client, ClientOptions};
+use lpmx_job::{exit, host};
 
 pub fn main() -> u8 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(r) = crate::cli::RunOnly::try_fast(&args) {
+    if let Some(r) = crate::cli::args::RunOnly::try_fast(&args) {
         let verbose = r.global.verbose;
-        return match crate::run_cmd::run(&r.global, r.run) {
+        return match crate::cli::run::run(&r.global, r.run) {
             Ok(code) => code,
             Err(e) => {
                 report_error(&e, verbose);
@@ -248,7 +250,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             let log = logger(cli.global.quiet);
             let progress =
-                lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
+                lpmx_job::image::progress::for_setting(config.settings.progress, cli.global.quiet);
             let mut records = Vec::new();
             for name in &images {
                 let reference = Reference::parse(name)?;
@@ -374,7 +376,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         })
                         .collect()
                 }
-                None => client_for(&config, lpmx_job::reference::DOCKER_HUB)?
+                None => client_for(&config, lpmx_job::image::reference::DOCKER_HUB)?
                     .hub_search(&term, limit)
                     .with_context(|| format!("searching Docker Hub for {term:?}"))?,
             };
@@ -405,7 +407,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             password_stdin,
         } => {
             let config = load_config(&cli.global)?;
-            let host = host.unwrap_or_else(|| lpmx_job::reference::DOCKER_HUB.to_string());
+            let host = host.unwrap_or_else(|| lpmx_job::image::reference::DOCKER_HUB.to_string());
             let password = read_password(password_stdin)?;
             let creds = registry::Credentials {
                 user: username,
@@ -437,7 +439,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         Command::Logout { registry: host } => {
-            let host = host.unwrap_or_else(|| lpmx_job::reference::DOCKER_HUB.to_string());
+            let host = host.unwrap_or_else(|| lpmx_job::image::reference::DOCKER_HUB.to_string());
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
             let path = registry::docker_config_path(&env).context("no HOME or DOCKER_CONFIG")?;
             registry::store_credentials(&path, &host, None)
@@ -467,8 +469,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 CacheCommand::Info { json } => {
                     let usage = maintain::usage(&cache);
                     let fs = host::filesystem_of(cache.root())?;
-                    let lock =
-                        lpmx_job::lock::probe(cache.root(), std::time::Duration::from_secs(10))?;
+                    let lock = lpmx_job::cache::lock::probe(
+                        cache.root(),
+                        std::time::Duration::from_secs(10),
+                    )?;
                     if json {
                         let v = serde_json::json!({
                             "path": cache.root(), "filesystem": fs.name, "class": fs.class,
@@ -482,8 +486,8 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         println!(
                             "lock mode    {} (this host's probe: flock {}; fcntl OFD {})",
                             cache.lock_mode().as_str(),
-                            lpmx_job::lock::describe(lock.flock),
-                            lpmx_job::lock::describe(lock.fcntl_ofd)
+                            lpmx_job::cache::lock::describe(lock.flock),
+                            lpmx_job::cache::lock::describe(lock.fcntl_ofd)
                         );
                         println!(
                             "images       {} ({})",
@@ -553,8 +557,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                             again.extend(f.images.iter().cloned());
                         }
                     }
-                    let progress =
-                        lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
+                    let progress = lpmx_job::image::progress::for_setting(
+                        config.settings.progress,
+                        cli.global.quiet,
+                    );
                     for name in again.iter().chain(&rebuild) {
                         let reference = Reference::parse(name)?;
                         let opts = pull::Options {
@@ -568,7 +574,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         let rec = pull_one(&config, &cache, &reference, opts)
                             .with_context(|| format!("repairing {name}"))?;
                         if rebuild.contains(name) {
-                            lpmx_job::rootfs::image_tree(&cache, &rec, &log)
+                            lpmx_job::cache::rootfs::image_tree(&cache, &rec, &log)
                                 .with_context(|| format!("rebuilding the tree of {name}"))?;
                         }
                     }
@@ -625,7 +631,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             Some(flag) => Err(anyhow::anyhow!(
                 "run: unknown option {flag:?} before IMAGE (see lpmx-job run --help)"
             )),
-            None => crate::run_cmd::run(&cli.global, args),
+            None => crate::cli::run::run(&cli.global, args),
         },
         Command::Expose {
             image,
@@ -648,7 +654,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             };
             let log = logger(cli.global.quiet);
             if list {
-                let found = lpmx_job::expose::list(&dir)?;
+                let found = lpmx_job::container::expose::list(&dir)?;
                 if json {
                     println!("{}", serde_json::to_string_pretty(&found)?);
                 } else {
@@ -659,7 +665,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 return Ok(exit::OK);
             }
             if let Some(name) = remove {
-                let gone = lpmx_job::expose::remove(&dir, &name)?;
+                let gone = lpmx_job::container::expose::remove(&dir, &name)?;
                 log(&format!(
                     "{}: removed ({} in {})",
                     gone.path.display(),
@@ -689,17 +695,23 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let name =
                 name.unwrap_or_else(|| command.rsplit('/').next().unwrap_or(&command).to_string());
             let lpmx = std::env::current_exe().context("finding the lpmx-job executable")?;
-            let text =
-                lpmx_job::expose::wrapper(&lpmx, &image, &command, cli.global.cache.as_deref())?;
+            let text = lpmx_job::container::expose::wrapper(
+                &lpmx,
+                &image,
+                &command,
+                cli.global.cache.as_deref(),
+            )?;
             // The image now, not at the first call: a wrapper naming an image that does not
             // exist (a typo, a missing tag) would only fail later, far from here.
             let config = load_config(&cli.global)?;
             let cache = open_cache(&config)?;
             let reference = Reference::parse(&image)?;
             let platform = pull::Platform::host();
-            if crate::run_cmd::cached(&cache, &reference, &platform)?.is_none() {
-                let progress =
-                    lpmx_job::progress::for_setting(config.settings.progress, cli.global.quiet);
+            if crate::cli::run::cached(&cache, &reference, &platform)?.is_none() {
+                let progress = lpmx_job::image::progress::for_setting(
+                    config.settings.progress,
+                    cli.global.quiet,
+                );
                 let opts = pull::Options {
                     platform,
                     jobs: 3,
@@ -711,17 +723,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     format!("{image}: not exposed: the image must exist before a wrapper names it")
                 })?;
             }
-            if let Some(w) = lpmx_job::expose::shared_dir_warning(&dir) {
+            if let Some(w) = lpmx_job::container::expose::shared_dir_warning(&dir) {
                 log(&format!("warning: {w}"));
             }
-            let path = lpmx_job::expose::expose(&dir, &name, &text)?;
+            let path = lpmx_job::container::expose::expose(&dir, &name, &text)?;
             log(&format!("{}: runs {command} in {image}", path.display()));
             Ok(exit::OK)
         }
         Command::Prefetch { images, platform } => {
-            crate::batch_cmd::prefetch(&cli.global, &images, platform.as_deref())
+            crate::cli::batch::prefetch(&cli.global, &images, platform.as_deref())
         }
-        Command::Cleanup { job, dirs } => crate::batch_cmd::cleanup(&cli.global, &job, &dirs),
+        Command::Cleanup { job, dirs } => crate::cli::batch::cleanup(&cli.global, &job, &dirs),
         Command::Doctor { json } => {
             let config = load_config(&cli.global)?;
             let report = doctor::run(&config);

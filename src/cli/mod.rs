@@ -1,0 +1,6 @@
+//! The executable's command line.
+
+pub mod args;
+pub mod batch;
+pub mod dispatch;
+pub mod run;
