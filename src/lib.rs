@@ -5,6 +5,7 @@
 
 pub mod cache;
 pub mod config;
+pub mod configured;
 pub mod container;
 pub mod exit;
 pub mod fswalk;

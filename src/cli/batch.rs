@@ -5,11 +5,11 @@
 use std::path::PathBuf;
 
 use crate::cli::args::Global;
-use crate::cli::dispatch::{load_config, open_cache, pull_one};
+use crate::cli::common::load_config;
 use lpmx_job::cache::{rootfs, stage};
 use lpmx_job::image::pull;
 use lpmx_job::image::reference::Reference;
-use lpmx_job::{exit, host};
+use lpmx_job::{configured, exit, host};
 
 fn say(g: &Global, m: &str) {
     if g.verbose > 0 {
@@ -25,7 +25,7 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
     if host::uid() == 0 {
         root_may_fill(config.settings.cache_dir()?)?;
     }
-    let cache = open_cache(&config)?;
+    let cache = configured::open_cache(&config)?;
     let platform = match platform {
         Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
         None => pull::Platform::host(),
@@ -40,7 +40,7 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
             offline,
             resolve_window: config.settings.registry.resolve_window,
         };
-        let rec = match pull_one(&config, &cache, &reference, opts(true)) {
+        let rec = match configured::pull(&config, &cache, &reference, opts(true)) {
             Ok(rec) => {
                 say(
                     g,
@@ -49,7 +49,7 @@ pub fn prefetch(g: &Global, images: &[String], platform: Option<&str>) -> anyhow
                 rec
             }
             Err(_) => {
-                let rec = pull_one(&config, &cache, &reference, opts(false))?;
+                let rec = configured::pull(&config, &cache, &reference, opts(false))?;
                 say(
                     g,
                     &format!(
@@ -114,7 +114,7 @@ pub fn cleanup(g: &Global, job: &str, dirs: &[PathBuf]) -> anyhow::Result<u8> {
         let mut bases = stage::default_bases(std::env::var("TMPDIR").ok().as_deref());
         // An epilog must clean up even when the configuration is broken: then only the
         // default places are searched, and it says so.
-        match crate::cli::dispatch::load_config(g) {
+        match load_config(g) {
             Ok(c) => {
                 if let Some(d) = c.settings.stage.dir.filter(|d| d.is_absolute()) {
                     if !bases.contains(&d) {

@@ -7,14 +7,15 @@ use std::io::Write;
 use anyhow::Context;
 use clap::{CommandFactory, Parser};
 
-use crate::cli::args::{CacheCommand, Cli, Command, ConfigCommand, Global};
-use lpmx_job::cache::{maintain, Cache};
+use crate::cli::args::{CacheCommand, Cli, Command, ConfigCommand};
+use crate::cli::common::load_config;
+use lpmx_job::cache::maintain;
 use lpmx_job::config::{self, Config};
 use lpmx_job::host::doctor;
 use lpmx_job::image::pull;
 use lpmx_job::image::reference::{Reference, Remote};
-use lpmx_job::image::registry::{self, Client, ClientOptions};
-use lpmx_job::{exit, host};
+use lpmx_job::image::registry::{self, Client};
+use lpmx_job::{configured, exit, host};
 
 pub fn main() -> u8 {
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
@@ -107,114 +108,6 @@ fn report_error(e: &anyhow::Error, verbose: u8) {
     }
 }
 
-pub(crate) fn load_config(g: &Global) -> anyhow::Result<Config> {
-    let mut inputs = config::Inputs::from_process();
-    inputs.config_flag = g.config.clone();
-    inputs.cache_flag = g.cache.clone();
-    Ok(Config::load(&inputs)?)
-}
-
-pub(crate) fn open_cache(config: &Config) -> anyhow::Result<Cache> {
-    let s = &config.settings;
-    let dir = s.cache_dir()?;
-    let mut cache = Cache::open(
-        dir,
-        std::time::Duration::from_secs(s.cache.lock_timeout),
-        s.cache.readonly.clone(),
-        s.cache.lock_mode.forced(),
-    )
-    .with_context(|| format!("opening the cache {}", dir.display()))?;
-    if let Some(g) = &s.cache.group {
-        cache
-            .share_with_group(
-                g,
-                match s.cache.trust {
-                    config::TrustSetting::Group => lpmx_job::cache::Trust::Group,
-                    config::TrustSetting::Own => lpmx_job::cache::Trust::Own,
-                },
-            )
-            .with_context(|| format!("sharing the cache {}", dir.display()))?;
-    }
-    Ok(cache)
-}
-
-/// A registry client set up for one registry host: plain HTTP if listed as insecure, its own
-/// CA file if the config names one, credentials from the Docker config.
-fn client_for(config: &Config, host: &str) -> anyhow::Result<Client> {
-    Ok(Client::new(client_options(config, host)?)?)
-}
-
-fn client_options(config: &Config, host: &str) -> anyhow::Result<ClientOptions> {
-    let s = &config.settings;
-    let entry = s.registries.get(host);
-    let mut insecure = s.registry.insecure.clone();
-    if entry.and_then(|e| e.insecure) == Some(true) {
-        insecure.push(host.to_string());
-    }
-    let mut ca_files: Vec<std::path::PathBuf> = entry
-        .and_then(|e| e.ca.clone())
-        .map(Into::into)
-        .into_iter()
-        .collect();
-    if let Some(f) = std::env::var_os("SSL_CERT_FILE") {
-        ca_files.push(f.into());
-    }
-    let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    let found = registry::registry_credentials(&env, host);
-    for w in &found.warnings {
-        eprintln!(
-            "lpmx-job[{}]: warning: {host}: {w}",
-            lpmx_job::host::hostname()
-        );
-    }
-    Ok(ClientOptions {
-        insecure,
-        ca_files,
-        retry: registry::RetryPolicy::default(),
-        credentials: found.credentials,
-    })
-}
-
-/// The registries to ask for an image: its configured mirrors, then its own registry.
-fn endpoints_for(config: &Config, remote: &Remote) -> anyhow::Result<Vec<pull::Endpoint>> {
-    let mirrors = config
-        .settings
-        .registries
-        .get(&remote.registry)
-        .and_then(|e| e.mirrors.clone())
-        .unwrap_or_default();
-    mirrors
-        .iter()
-        .chain(std::iter::once(&remote.registry))
-        .map(|host| {
-            Ok(pull::Endpoint {
-                client: client_for(config, host)?,
-                host: host.clone(),
-            })
-        })
-        .collect()
-}
-
-pub(crate) fn pull_one(
-    config: &Config,
-    cache: &Cache,
-    reference: &Reference,
-    opts: pull::Options,
-) -> anyhow::Result<lpmx_job::cache::ImageRecord> {
-    let endpoints = match reference {
-        Reference::Remote(r) => endpoints_for(config, r)?,
-        _ => Vec::new(),
-    };
-    let puller = pull::Puller {
-        cache,
-        endpoints: &endpoints,
-        opts,
-    };
-    puller
-        .pull(reference)
-        .with_context(|| format!("pulling {reference} into {}", cache.root().display()))
-}
-
 /// Progress and notes go to stderr, one line each, naming the node.
 fn logger(quiet: bool) -> impl Fn(&str) + Sync {
     move |m: &str| {
@@ -243,7 +136,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             offline,
         } => {
             let config = load_config(&cli.global)?;
-            let cache = open_cache(&config)?;
+            let cache = configured::open_cache(&config)?;
             let platform = match platform {
                 Some(p) => pull::Platform::parse(&p).map_err(anyhow::Error::msg)?,
                 None => pull::Platform::host(),
@@ -263,7 +156,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     // minute (a tag just pushed must be seen).
                     resolve_window: 0,
                 };
-                let rec = pull_one(&config, &cache, &reference, opts)?;
+                let rec = configured::pull(&config, &cache, &reference, opts)?;
                 log(&format!(
                     "{reference}: pulled {} ({}, {} layers, {}) into {}",
                     rec.manifest,
@@ -281,7 +174,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Images { json } => {
             let config = load_config(&cli.global)?;
-            let cache = open_cache(&config)?;
+            let cache = configured::open_cache(&config)?;
             let images = cache.images()?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&images)?);
@@ -306,7 +199,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Rmi { images } => {
             let config = load_config(&cli.global)?;
-            let cache = open_cache(&config)?;
+            let cache = configured::open_cache(&config)?;
             let log = logger(cli.global.quiet);
             let all = cache.images()?;
             for want in &images {
@@ -357,7 +250,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let hits: Vec<registry::SearchHit> = match &registry {
                 Some(host) => {
                     let remote = Remote::parse(&format!("{host}/x"))?;
-                    let client = client_for(&config, &remote.registry)?;
+                    let client = configured::client_for(&config, &remote.registry)?;
                     let remote = Remote {
                         repository: String::new(),
                         ..remote
@@ -376,7 +269,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                         })
                         .collect()
                 }
-                None => client_for(&config, lpmx_job::image::reference::DOCKER_HUB)?
+                None => configured::client_for(&config, lpmx_job::image::reference::DOCKER_HUB)?
                     .hub_search(&term, limit)
                     .with_context(|| format!("searching Docker Hub for {term:?}"))?,
             };
@@ -413,7 +306,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 user: username,
                 password,
             };
-            let mut client_opts = client_options(&config, &host)?;
+            let mut client_opts = configured::client_options(&config, &host);
             client_opts.credentials =
                 std::collections::HashMap::from([(host.clone(), creds.clone())]);
             let client = Client::new(client_opts)?;
@@ -453,7 +346,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Tags { repository } => {
             let config = load_config(&cli.global)?;
             let remote = Remote::parse(&repository)?;
-            let client = client_for(&config, &remote.registry)?;
+            let client = configured::client_for(&config, &remote.registry)?;
             for t in client.tags(&remote).with_context(|| {
                 format!("listing tags of {}/{}", remote.registry, remote.repository)
             })? {
@@ -463,7 +356,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         }
         Command::Cache { command } => {
             let config = load_config(&cli.global)?;
-            let cache = open_cache(&config)?;
+            let cache = configured::open_cache(&config)?;
             let log = logger(cli.global.quiet);
             match command {
                 CacheCommand::Info { json } => {
@@ -571,7 +464,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                             resolve_window: config.settings.registry.resolve_window,
                         };
                         // A layer comes back from its kept blob when that is sound.
-                        let rec = pull_one(&config, &cache, &reference, opts)
+                        let rec = configured::pull(&config, &cache, &reference, opts)
                             .with_context(|| format!("repairing {name}"))?;
                         if rebuild.contains(name) {
                             lpmx_job::cache::rootfs::image_tree(&cache, &rec, &log)
@@ -704,10 +597,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             // The image now, not at the first call: a wrapper naming an image that does not
             // exist (a typo, a missing tag) would only fail later, far from here.
             let config = load_config(&cli.global)?;
-            let cache = open_cache(&config)?;
+            let cache = configured::open_cache(&config)?;
             let reference = Reference::parse(&image)?;
             let platform = pull::Platform::host();
-            if crate::cli::run::cached(&cache, &reference, &platform)?.is_none() {
+            if pull::cached(&cache, &reference, &platform)?.is_none() {
                 let progress = lpmx_job::image::progress::for_setting(
                     config.settings.progress,
                     cli.global.quiet,
@@ -719,7 +612,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                     offline: false,
                     resolve_window: config.settings.registry.resolve_window,
                 };
-                pull_one(&config, &cache, &reference, opts).with_context(|| {
+                configured::pull(&config, &cache, &reference, opts).with_context(|| {
                     format!("{image}: not exposed: the image must exist before a wrapper names it")
                 })?;
             }

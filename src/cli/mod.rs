@@ -2,5 +2,6 @@
 
 pub mod args;
 pub mod batch;
+pub mod common;
 pub mod dispatch;
 pub mod run;

@@ -17,14 +17,14 @@ use anyhow::Context;
 use oci_spec::image::ImageConfiguration;
 
 use crate::cli::args::{Global, MpiMode, RunArgs};
-use crate::cli::dispatch::{load_config, open_cache, pull_one};
+use crate::cli::common::load_config;
 use lpmx_job::cache::rootfs;
 use lpmx_job::cache::{Cache, ImageRecord};
 use lpmx_job::container::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
 use lpmx_job::container::{bridge, environ};
-use lpmx_job::host;
 use lpmx_job::image::pull;
 use lpmx_job::image::reference::{Digest, Reference};
+use lpmx_job::{configured, host};
 
 /// Set on the re-executed copy after a cold pull: the manifest digest of the image to run.
 /// Never passed into the container (the `LPMX_INTERNAL_` prefix is dropped by `environ`).
@@ -43,7 +43,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let config = load_config(g)?;
-    let cache = open_cache(&config)?;
+    let cache = configured::open_cache(&config)?;
     let reference = Reference::parse(&image)?;
     let platform = match &a.platform {
         Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
@@ -60,7 +60,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
                 )
             })?
         }
-        None => match cached(&cache, &reference, &platform)? {
+        None => match pull::cached(&cache, &reference, &platform)? {
             Some(rec) => rec,
             None => {
                 let progress =
@@ -72,7 +72,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
                     offline: false,
                     resolve_window: config.settings.registry.resolve_window,
                 };
-                let rec = pull_one(&config, &cache, &reference, opts)?;
+                let rec = configured::pull(&config, &cache, &reference, opts)?;
                 drop(progress);
                 // Entered from this process unless the pull left a thread behind (checked
                 // below, which re-executes then): an `oci:` reference is read again on every
@@ -317,46 +317,6 @@ fn enter_and_exec(
     }
     eprintln!("lpmx-job[{}]: error: {err}", host::hostname());
     Ok(code)
-}
-
-/// The cached image a reference stands for, touching no network, or None when it must be
-/// pulled: not cached, cached for another platform, or a layer missing. Local sources
-/// (`oci:`, `docker-archive:`) are always read again (they may have changed).
-pub(crate) fn cached(
-    cache: &Cache,
-    reference: &Reference,
-    platform: &pull::Platform,
-) -> anyhow::Result<Option<ImageRecord>> {
-    let Reference::Remote(remote) = reference else {
-        return Ok(None);
-    };
-    let manifest = match &remote.digest {
-        Some(d) => d.clone(),
-        None => match cache.read_ref(&reference.to_string())? {
-            Some(r) => r.manifest,
-            None => return Ok(None),
-        },
-    };
-    let Some(rec) = cache.read_image(&manifest)? else {
-        return Ok(None);
-    };
-    if !same_platform(&rec.platform, platform) || pull::layer_paths(cache, &rec).is_none() {
-        return Ok(None);
-    }
-    Ok(Some(rec))
-}
-
-/// Whether a record's `os/arch[/variant]` is the one asked for (a variant only counts when
-/// both name one: arm64 images often omit `v8`).
-fn same_platform(recorded: &str, want: &pull::Platform) -> bool {
-    match pull::Platform::parse(recorded) {
-        Ok(p) => {
-            p.os == want.os
-                && p.arch == want.arch
-                && (p.variant.is_none() || want.variant.is_none() || p.variant == want.variant)
-        }
-        Err(_) => false,
-    }
 }
 
 /// Records the image's last use (for `images` and `cache prune --older-than`): the only

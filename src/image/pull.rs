@@ -1074,6 +1074,46 @@ pub fn layer_paths(cache: &Cache, rec: &ImageRecord) -> Option<Vec<PathBuf>> {
         .collect()
 }
 
+/// The cached image a reference stands for, touching no network, or None when it must be
+/// pulled: not cached, cached for another platform, or a layer missing. Local sources
+/// (`oci:`, `docker-archive:`) are always read again (they may have changed).
+pub fn cached(
+    cache: &Cache,
+    reference: &Reference,
+    platform: &Platform,
+) -> cache::Result<Option<ImageRecord>> {
+    let Reference::Remote(remote) = reference else {
+        return Ok(None);
+    };
+    let manifest = match &remote.digest {
+        Some(d) => d.clone(),
+        None => match cache.read_ref(&reference.to_string())? {
+            Some(r) => r.manifest,
+            None => return Ok(None),
+        },
+    };
+    let Some(rec) = cache.read_image(&manifest)? else {
+        return Ok(None);
+    };
+    if !same_platform(&rec.platform, platform) || layer_paths(cache, &rec).is_none() {
+        return Ok(None);
+    }
+    Ok(Some(rec))
+}
+
+/// Whether a record's `os/arch[/variant]` is the one asked for (a variant only counts when
+/// both name one: arm64 images often omit `v8`).
+fn same_platform(recorded: &str, want: &Platform) -> bool {
+    match Platform::parse(recorded) {
+        Ok(p) => {
+            p.os == want.os
+                && p.arch == want.arch
+                && (p.variant.is_none() || want.variant.is_none() || p.variant == want.variant)
+        }
+        Err(_) => false,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

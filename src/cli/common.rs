@@ -1,0 +1,11 @@
+//! What every verb does first with the global flags.
+
+use crate::cli::args::Global;
+use lpmx_job::config::{self, Config};
+
+pub(crate) fn load_config(g: &Global) -> anyhow::Result<Config> {
+    let mut inputs = config::Inputs::from_process();
+    inputs.config_flag = g.config.clone();
+    inputs.cache_flag = g.cache.clone();
+    Ok(Config::load(&inputs)?)
+}
