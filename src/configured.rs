@@ -95,7 +95,7 @@ pub fn client_options(config: &Config, host: &str) -> ClientOptions {
         ca_files.push(f.into());
     }
     let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-    let found = registry::registry_credentials(&env, host);
+    let found = registry::auth::registry_credentials(&env, host);
     for w in &found.warnings {
         eprintln!(
             "lpmx-job[{}]: warning: {host}: {w}",

@@ -302,7 +302,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
             let config = load_config(&cli.global)?;
             let host = host.unwrap_or_else(|| lpmx_job::image::reference::DOCKER_HUB.to_string());
             let password = read_password(password_stdin)?;
-            let creds = registry::Credentials {
+            let creds = registry::auth::Credentials {
                 user: username,
                 password,
             };
@@ -320,9 +320,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
                 .check_login(&remote)
                 .with_context(|| format!("logging in to {host}"))?;
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            let path = registry::docker_config_path(&env)
+            let path = registry::auth::docker_config_path(&env)
                 .context("no HOME or DOCKER_CONFIG to store credentials in")?;
-            registry::store_credentials(&path, &host, Some(&creds))
+            registry::auth::store_credentials(&path, &host, Some(&creds))
                 .with_context(|| format!("writing {}", path.display()))?;
             logger(cli.global.quiet)(&format!(
                 "{host}: logged in as {}; credentials stored in {}",
@@ -334,8 +334,9 @@ fn dispatch(cli: Cli) -> anyhow::Result<u8> {
         Command::Logout { registry: host } => {
             let host = host.unwrap_or_else(|| lpmx_job::image::reference::DOCKER_HUB.to_string());
             let env: std::collections::BTreeMap<String, String> = std::env::vars().collect();
-            let path = registry::docker_config_path(&env).context("no HOME or DOCKER_CONFIG")?;
-            registry::store_credentials(&path, &host, None)
+            let path =
+                registry::auth::docker_config_path(&env).context("no HOME or DOCKER_CONFIG")?;
+            registry::auth::store_credentials(&path, &host, None)
                 .with_context(|| format!("writing {}", path.display()))?;
             logger(cli.global.quiet)(&format!(
                 "{host}: credentials removed from {}",
