@@ -12,7 +12,7 @@ use serde::Serialize;
 use sha2::{Digest as _, Sha256};
 
 use crate::fswalk;
-use crate::image::unpack::{self, Kind};
+use crate::image::unpack::{self, entry::Kind};
 
 use super::{
     Cache, Error, ImageRecord, LayerRecord, Result, BLOBS, IMAGES, LAYERS, REFS, TMP, TREES,
@@ -184,7 +184,7 @@ fn key_of(comps: &[Vec<u8>]) -> Vec<u8> {
 
 impl Expected {
     /// Reads a decompressed layer tar once and models what `unpack` made of it. Member
-    /// names and types are classified by `unpack::classify` and modes mapped by
+    /// names and types are classified by `unpack::entry::classify` and modes mapped by
     /// `unpack::{dir,file}_mode`, the unpacker's own functions; only the placement (a later
     /// member replacing an earlier one, parents resolved through the layer's own symlinks
     /// as `RESOLVE_IN_ROOT` does, missing parents made `0755`) is modelled here, on a map.
@@ -196,10 +196,10 @@ impl Expected {
             let mut entry = entry.map_err(|e| e.to_string())?;
             let raw = entry.path_bytes().into_owned();
             let ty = entry.header().entry_type();
-            let kind =
-                unpack::classify(&raw, ty).map_err(|why| format!("{}: {why}", show(&raw)))?;
+            let kind = unpack::entry::classify(&raw, ty)
+                .map_err(|why| format!("{}: {why}", show(&raw)))?;
             let raw_mode = entry.header().mode().unwrap_or(0);
-            let comps: Vec<Vec<u8>> = unpack::normalize(&raw)
+            let comps: Vec<Vec<u8>> = unpack::entry::normalize(&raw)
                 .0
                 .into_iter()
                 .map(<[u8]>::to_vec)
@@ -215,19 +215,19 @@ impl Expected {
                     continue;
                 }
                 Kind::Dir if comps.is_empty() => {
-                    exp.root_mode = Some(unpack::dir_mode(raw_mode));
+                    exp.root_mode = Some(unpack::entry::dir_mode(raw_mode));
                     continue;
                 }
                 _ if comps.is_empty() => {
                     return Err(format!("{}: names the layer root", show(&raw)))
                 }
                 Kind::Dir => Want::Dir {
-                    mode: unpack::dir_mode(raw_mode),
+                    mode: unpack::entry::dir_mode(raw_mode),
                 },
                 Kind::File => {
                     let (sha, size) = sha256_of(&mut entry).map_err(|e| e.to_string())?;
                     Want::File {
-                        mode: unpack::file_mode(raw_mode),
+                        mode: unpack::entry::file_mode(raw_mode),
                         size,
                         sha,
                     }
@@ -239,14 +239,14 @@ impl Expected {
                         .unwrap_or_default(),
                 },
                 Kind::Fifo => Want::Fifo {
-                    mode: unpack::file_mode(raw_mode),
+                    mode: unpack::entry::file_mode(raw_mode),
                 },
                 Kind::Link => {
                     let target = entry
                         .link_name_bytes()
                         .map(|t| t.into_owned())
                         .unwrap_or_default();
-                    let tcomps: Vec<Vec<u8>> = unpack::normalize(&target)
+                    let tcomps: Vec<Vec<u8>> = unpack::entry::normalize(&target)
                         .0
                         .into_iter()
                         .map(<[u8]>::to_vec)
@@ -346,7 +346,7 @@ impl Expected {
                     self.paths.insert(
                         key,
                         Want::Dir {
-                            mode: unpack::IMPLICIT_DIR_MODE,
+                            mode: unpack::entry::IMPLICIT_DIR_MODE,
                         },
                     );
                 }
@@ -564,7 +564,7 @@ fn read_layer_blob(
 ) -> std::result::Result<Expected, (bool, String)> {
     let f = open_regular(blob).map_err(|e| (true, format!("cannot read the blob: {e}")))?;
     let mut hashing = super::Hashing::new(std::io::BufReader::with_capacity(1 << 20, f));
-    let parsed = unpack::decompress_layer(&mut hashing, media_type, "blob")
+    let parsed = unpack::compress::decompress_layer(&mut hashing, media_type, "blob")
         .map_err(|e| e.to_string())
         .and_then(Expected::from_tar);
     let (actual, _) = hashing
@@ -1176,7 +1176,7 @@ mod tests {
         std::fs::write(cache.blob_path(&d), bytes).unwrap();
         let dir = cache.layer_dir(&d);
         std::fs::create_dir_all(dir.join("root")).unwrap();
-        let stats = unpack::unpack_layer(bytes, &dir.join("root"), "test layer").unwrap();
+        let stats = unpack::extract::unpack_layer(bytes, &dir.join("root"), "test layer").unwrap();
         let rec = LayerRecord {
             digest: d.clone(),
             diff_id: d.clone(),

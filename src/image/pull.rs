@@ -934,14 +934,14 @@ impl Puller<'_> {
             }
         };
         let mut compressed = Hashing::new(Counting::new(
-            unpack::Capped::new(input, layer.size, &over),
+            unpack::compress::Capped::new(input, layer.size, &over),
             self.opts.progress,
             key,
         ));
         let unpacked = (|| -> Result<_> {
-            let decompressed = unpack::decompress(&mut compressed, &layer.media_type)?;
+            let decompressed = unpack::compress::decompress(&mut compressed, &layer.media_type)?;
             let mut tar = Hashing::new(decompressed);
-            let stats = unpack::unpack_layer(&mut tar, &root, &what)?;
+            let stats = unpack::extract::unpack_layer(&mut tar, &root, &what)?;
             let (diff_id, _) = tar.finish().map_err(|e| Error::Source {
                 image: image.into(),
                 path: dest.clone(),
