@@ -20,6 +20,7 @@ use crate::cli::args::{Global, MpiMode, RunArgs};
 use crate::cli::common::load_config;
 use lpmx_job::cache::rootfs;
 use lpmx_job::cache::{Cache, ImageRecord};
+use lpmx_job::config::Config;
 use lpmx_job::container::runtime::{self, syscall::Real, syscall::Syscall, IdMap, Spec, Write};
 use lpmx_job::container::{bridge, environ};
 use lpmx_job::image::pull;
@@ -34,6 +35,9 @@ const PULLED: &str = "LPMX_INTERNAL_PULLED";
 /// lets the tests exercise the fallback for real.
 const NO_OVERLAY: &str = "LPMX_INTERNAL_NO_OVERLAY";
 
+/// `run`: resolve the image, plan the container, then enter it, in one of two ways: exec the
+/// command in place, or (with bridged host commands) enter from a child while this process
+/// stays on the host as its supervisor.
 pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     let image = a.image().to_string();
     let verbose = g.verbose > 0;
@@ -44,45 +48,91 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
     };
     let config = load_config(g)?;
     let cache = configured::open_cache(&config)?;
-    let reference = Reference::parse(&image)?;
+    let marker = std::env::var(PULLED).ok();
+    let rec = resolve(g, &a, &config, &cache, &image, marker.as_deref())?;
+    stamp_last_used(&cache, &rec);
+    let plan = plan(g, &a, &config, &cache, &rec, &image, &note)?;
+
+    // Anything that started a thread (a lock heartbeat, a progress bar) leaves it behind in
+    // this process: start afresh once rather than fail.
+    if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
+        return Err(reexec(&rec.manifest));
+    }
+    if plan.bridged.is_empty() {
+        exec_in_place(&plan, &note)
+    } else {
+        supervise(plan, &image, &note)
+    }
+}
+
+/// What [`plan`] works out: the container to enter and the command to exec in it.
+struct Plan {
+    spec: Spec,
+    argv: Vec<String>,
+    /// The command's environment.
+    env: Vec<(OsString, OsString)>,
+    /// This process's own environment (a bridged host command runs in it).
+    host_env: Vec<(OsString, OsString)>,
+    /// Host commands to bridge; none means no supervisor.
+    bridged: Vec<String>,
+    /// Held until exec and beyond: `cache prune` leaves a tree in use alone.
+    _held: Option<std::os::fd::OwnedFd>,
+}
+
+/// The image record to run: the one the first copy of a cold run pulled (named by
+/// [`PULLED`]), else the cached one, else one pulled now.
+fn resolve(
+    g: &Global,
+    a: &RunArgs,
+    config: &Config,
+    cache: &Cache,
+    image: &str,
+    marker: Option<&str>,
+) -> anyhow::Result<ImageRecord> {
+    let reference = Reference::parse(image)?;
     let platform = match &a.platform {
         Some(p) => pull::Platform::parse(p).map_err(anyhow::Error::msg)?,
         None => pull::Platform::host(),
     };
-    let marker = std::env::var(PULLED).ok();
-    let rec = match &marker {
-        Some(d) => {
-            let d = Digest::parse(d).map_err(anyhow::Error::msg)?;
-            cache.read_image(&d)?.with_context(|| {
-                format!(
-                    "{image}: the image record {d} vanished from {} right after the pull",
-                    cache.root().display()
-                )
-            })?
-        }
-        None => match pull::cached(&cache, &reference, &platform)? {
-            Some(rec) => rec,
-            None => {
-                let progress =
-                    lpmx_job::image::progress::for_setting(config.settings.progress, g.quiet);
-                let opts = pull::Options {
-                    platform: platform.clone(),
-                    jobs: 3,
-                    progress: progress.as_ref(),
-                    offline: false,
-                    resolve_window: config.settings.registry.resolve_window,
-                };
-                let rec = configured::pull(&config, &cache, &reference, opts)?;
-                drop(progress);
-                // Entered from this process unless the pull left a thread behind (checked
-                // below, which re-executes then): an `oci:` reference is read again on every
-                // run, and a re-exec would cost it a second start-up.
-                rec
-            }
-        },
+    if let Some(d) = marker {
+        let d = Digest::parse(d).map_err(anyhow::Error::msg)?;
+        return cache.read_image(&d)?.with_context(|| {
+            format!(
+                "{image}: the image record {d} vanished from {} right after the pull",
+                cache.root().display()
+            )
+        });
+    }
+    if let Some(rec) = pull::cached(cache, &reference, &platform)? {
+        return Ok(rec);
+    }
+    let progress = lpmx_job::image::progress::for_setting(config.settings.progress, g.quiet);
+    let opts = pull::Options {
+        platform: platform.clone(),
+        jobs: 3,
+        progress: progress.as_ref(),
+        offline: false,
+        resolve_window: config.settings.registry.resolve_window,
     };
-    stamp_last_used(&cache, &rec);
+    let rec = configured::pull(config, cache, &reference, opts)?;
+    drop(progress);
+    // Entered from this process unless the pull left a thread behind (checked by `run`,
+    // which re-executes then): an `oci:` reference is read again on every run, and a
+    // re-exec would cost it a second start-up.
+    Ok(rec)
+}
 
+/// The container for an image record: its command, environment, binds, identity and tree
+/// (assembled when missing, staged when the settings ask), and the host commands to bridge.
+fn plan(
+    g: &Global,
+    a: &RunArgs,
+    config: &Config,
+    cache: &Cache,
+    rec: &ImageRecord,
+    image: &str,
+    note: &dyn Fn(&str),
+) -> anyhow::Result<Plan> {
     let cfg_bytes = cache.read_blob(&rec.config)?.with_context(|| {
         format!(
             "{image}: its config {} is missing from {}; pull it again",
@@ -101,7 +151,10 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         a.use_entrypoint,
     );
     if argv.is_empty() {
-        return Err(runtime::Error::NoCommand { image }.into());
+        return Err(runtime::Error::NoCommand {
+            image: image.to_string(),
+        }
+        .into());
     }
 
     let host_env: Vec<(OsString, OsString)> = std::env::vars_os().collect();
@@ -123,14 +176,14 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         .map(|b| runtime::parse_bind(b, &cwd))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
-    let user_binds = crate::cli::batch::with_job_binds(user_binds, &note);
+    let user_binds = crate::cli::batch::with_job_binds(user_binds, note);
     let write = match &a.write {
         None => Write::ReadOnly,
         Some(None) => Write::Scratch,
         Some(Some(dir)) => Write::Persistent(absolute(&cwd, dir)),
     };
     let identity = runtime::identity::host_identity(a.fakeroot);
-    explain_user(c.user().as_deref(), &identity, &note);
+    explain_user(c.user().as_deref(), &identity, note);
     let ids = IdMap {
         inside_uid: identity.uid,
         outside_uid: host::uid(),
@@ -138,13 +191,12 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         outside_gid: host::gid(),
     };
 
-    // Held until exec and beyond: `cache prune` leaves a tree in use alone.
-    let (tree, _held) = rootfs::held_tree(&cache, &rec, &|m: &str| {
+    let (tree, held) = rootfs::held_tree(cache, rec, &|m: &str| {
         if !g.quiet {
             eprintln!("lpmx-job[{}]: {m}", host::hostname())
         }
     })?;
-    let tree = crate::cli::batch::staged(&config, tree, &note)?;
+    let tree = crate::cli::batch::staged(config, tree, note)?;
     let names: Vec<String> = config
         .settings
         .bridge
@@ -153,13 +205,13 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         .chain(&a.host_cmd)
         .cloned()
         .collect();
-    let names = bridge::expand_names(&image, &names)?;
+    let names = bridge::expand_names(image, &names)?;
     let mut env = env;
     let mut user_binds = user_binds;
     let mpi_libs = match a.mpi {
         MpiMode::Image => None,
         MpiMode::Host => {
-            let inj = host_mpi(&config, &image, &tree, &c.env().clone().unwrap_or_default())?;
+            let inj = host_mpi(config, image, &tree, &c.env().clone().unwrap_or_default())?;
             note(&format!(
                 "--mpi host: {} from {}: {} libraries at {}",
                 inj.abi,
@@ -180,8 +232,8 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         }
     };
     let default_binds = runtime::default_binds(&view);
-    let mut spec = Spec {
-        image: image.clone(),
+    let spec = Spec {
+        image: image.to_string(),
         tree,
         ids,
         identity,
@@ -201,19 +253,33 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         bridge: None,
         mpi_libs,
     };
+    Ok(Plan {
+        spec,
+        argv,
+        env: env.vars,
+        host_env,
+        bridged: names,
+        _held: held,
+    })
+}
 
-    // Anything that started a thread (a lock heartbeat, a progress bar) leaves it behind in
-    // this process: start afresh once rather than fail.
-    if marker.is_none() && Real.thread_count().unwrap_or(1) > 1 {
-        return Err(reexec(&rec.manifest));
-    }
-    if names.is_empty() {
-        // No bridge: exec in place, no supervisor.
-        return enter_and_exec(&spec, &argv, &env.vars, &note).map_err(Into::into);
-    }
+/// No bridge: enter and exec in place, no supervisor.
+fn exec_in_place(plan: &Plan, note: &dyn Fn(&str)) -> anyhow::Result<u8> {
+    enter_and_exec(&plan.spec, &plan.argv, &plan.env, note).map_err(Into::into)
+}
 
-    // The bridge: a supervisor stays on the host side (see `lpmx_job::container::bridge`).
-    let listener = bridge::supervise::Listener::create(&image)?;
+/// The bridge: a child enters and execs, and this process stays on the host side as its
+/// supervisor, serving the bridged host commands (see `lpmx_job::container::bridge`).
+fn supervise(plan: Plan, image: &str, note: &dyn Fn(&str)) -> anyhow::Result<u8> {
+    let Plan {
+        mut spec,
+        argv,
+        env,
+        host_env,
+        bridged: names,
+        _held,
+    } = plan;
+    let listener = bridge::supervise::Listener::create(image)?;
     // The path, not /proc/self/exe: a bind from a magic link would name a mount of the host's
     // namespace, which the kernel refuses once the child has its own.
     let exe = std::env::current_exe()
@@ -226,9 +292,9 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         socket_dir: listener.dir().to_path_buf(),
         names: names.clone(),
     });
-    let inside_env = bridge::container_env(&env.vars);
+    let inside_env = bridge::container_env(&env);
     let server = bridge::server::Server::new(
-        image.clone(),
+        image.to_string(),
         names.clone(),
         host_env,
         inside_env.clone(),
@@ -246,7 +312,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
         listener.dir().display()
     ));
     let code = bridge::supervise::run(listener, server, || {
-        match enter_and_exec(&spec, &argv, &inside_env, &note) {
+        match enter_and_exec(&spec, &argv, &inside_env, note) {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("lpmx-job[{}]: error: {e}", host::hostname());
@@ -259,7 +325,7 @@ pub fn run(g: &Global, a: RunArgs) -> anyhow::Result<u8> {
 
 /// `--mpi host`: what to inject, checked against the MPI the image was built with.
 fn host_mpi(
-    config: &lpmx_job::config::Config,
+    config: &Config,
     image: &str,
     tree: &Path,
     image_env: &[String],
