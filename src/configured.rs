@@ -1,12 +1,14 @@
 //! The library as the settings configure it: the cache to open, the registries to ask (with
-//! their mirrors, certificates and credentials) and a pull through them. Every entry point
-//! starts here after loading its [`Config`]: the executable's verbs, and later a SPANK plugin
-//! or the shim, none of which should need the command line to get an image into the cache.
+//! their mirrors, certificates and credentials), a pull through them, and the node-local
+//! staging of an image's tree. Every entry point starts here after loading its [`Config`]:
+//! the executable's verbs, and later a SPANK plugin or the shim, none of which should need
+//! the command line to get an image into the cache and a tree to enter.
 
 use std::path::PathBuf;
 
-use crate::cache::{self, Cache, ImageRecord};
+use crate::cache::{self, stage, Cache, ImageRecord};
 use crate::config::{self, Config};
+use crate::host;
 use crate::image::pull;
 use crate::image::reference::{Reference, Remote};
 use crate::image::registry::{self, Client, ClientOptions};
@@ -19,6 +21,11 @@ pub enum Error {
     Config(#[from] config::Error),
     #[error(transparent)]
     Registry(#[from] registry::Error),
+    #[error(transparent)]
+    Stage(#[from] stage::Error),
+    /// The filesystem of the tree to stage could not be read.
+    #[error(transparent)]
+    Filesystem(std::io::Error),
     #[error("opening the cache {}", dir.display())]
     Open {
         dir: PathBuf,
@@ -152,4 +159,44 @@ pub fn pull(
         cache: cache.root().to_path_buf(),
         source: Box::new(source),
     })
+}
+
+/// The tree `run` enters: the cache's own, or, inside a job when `stage.mode` asks for it (by
+/// default when the cache is on a network or parallel filesystem), its node-local copy for
+/// this job, made once per node per job (see [`stage::stage_tree`]).
+pub fn staged(config: &Config, tree: PathBuf, note: &dyn Fn(&str)) -> Result<PathBuf> {
+    let s = &config.settings.stage;
+    if s.mode == stage::Mode::Never {
+        return Ok(tree);
+    }
+    let Some(job) = stage::job_id(&|n| std::env::var(n).ok()) else {
+        if s.mode == stage::Mode::Always {
+            note("not staged: not inside a batch job (no job id for an epilog to clean up by)");
+        }
+        return Ok(tree);
+    };
+    let fs = host::filesystem_of(&tree).map_err(Error::Filesystem)?;
+    if !stage::wanted(s.mode, fs.class) {
+        return Ok(tree);
+    }
+    let tmpdir = std::env::var("TMPDIR").ok();
+    let base = stage::base(s.dir.as_deref(), tmpdir.as_deref());
+    let t0 = std::time::Instant::now();
+    // A squatted staging directory is said even under -q: someone on this node is at it.
+    let warn = |m: &str| eprintln!("lpmx-job[{}]: warning: {m}", host::hostname());
+    let (dest, made) = stage::stage_tree(&tree, &base, host::uid(), &job, &warn)?;
+    if made {
+        note(&format!(
+            "staged for job {job} into {} ({} filesystem cache) in {:.1}s",
+            dest.display(),
+            fs.name,
+            t0.elapsed().as_secs_f64()
+        ));
+    } else {
+        note(&format!(
+            "using the staged copy {} of job {job}",
+            dest.display()
+        ));
+    }
+    Ok(dest)
 }

@@ -176,7 +176,7 @@ fn plan(
         .map(|b| runtime::parse_bind(b, &cwd))
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| anyhow::anyhow!("{image}: {e}"))?;
-    let user_binds = crate::cli::batch::with_job_binds(user_binds, note);
+    let user_binds = runtime::with_job_binds(user_binds, note);
     let write = match &a.write {
         None => Write::ReadOnly,
         Some(None) => Write::Scratch,
@@ -196,7 +196,7 @@ fn plan(
             eprintln!("lpmx-job[{}]: {m}", host::hostname())
         }
     })?;
-    let tree = crate::cli::batch::staged(config, tree, note)?;
+    let tree = configured::staged(config, tree, note)?;
     let names: Vec<String> = config
         .settings
         .bridge

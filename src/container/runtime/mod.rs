@@ -287,6 +287,44 @@ pub fn default_binds(host: &HostView) -> Vec<Bind> {
     out
 }
 
+/// Adds, after the user's binds, the host directories the job's MPI launcher names in the
+/// environment ([`crate::host::scheduler::JOB_DIR_VARS`]: PMIx's server directory and stores
+/// under slurmd's spool), each bound at its own path, unless a default bind or an earlier
+/// bind already covers it, or it lies in a system directory.
+pub fn with_job_binds(mut binds: Vec<Bind>, note: &dyn Fn(&str)) -> Vec<Bind> {
+    use std::path::Path;
+    let var = |n: &str| std::env::var_os(n).map(PathBuf::from);
+    let mut covered: Vec<PathBuf> = ["/tmp", "/dev/shm", "/dev", "/proc", "/sys"]
+        .iter()
+        .map(PathBuf::from)
+        .chain(var("TMPDIR"))
+        .chain(var("HOME"))
+        .chain(std::env::current_dir().ok())
+        .filter(|p| p.is_absolute() && p != Path::new("/"))
+        .collect();
+    covered.extend(binds.iter().map(|b| b.dst.clone()));
+    let system = |p: &Path| SYSTEM_DIRS.iter().any(|d| p.starts_with(d));
+    for name in crate::host::scheduler::JOB_DIR_VARS {
+        let Some(p) = var(name) else { continue };
+        let Ok(p) = p.canonicalize() else { continue };
+        if !p.is_dir() || p == Path::new("/") || system(&p) {
+            continue;
+        }
+        if covered.iter().any(|c| p.starts_with(c)) {
+            continue;
+        }
+        note(&format!("binding {} (from {name})", p.display()));
+        covered.push(p.clone());
+        binds.push(Bind {
+            src: p.clone(),
+            dst: p,
+            ro: false,
+            spec: None,
+        });
+    }
+    binds
+}
+
 /// Parses `-b/--bind SRC[:DST[:ro|rw]]`; a relative SRC is taken from `cwd`.
 pub fn parse_bind(spec: &str, cwd: &Path) -> std::result::Result<Bind, String> {
     let bad = |why: &str| format!("--bind {spec:?}: {why}; give SRC[:DST[:ro]]");
