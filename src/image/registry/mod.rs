@@ -131,7 +131,7 @@ pub struct ClientOptions {
     /// PEM files of extra certificate authorities.
     pub ca_files: Vec<std::path::PathBuf>,
     pub retry: RetryPolicy,
-    /// By registry host (`docker.io` for Docker Hub), as [`docker_credentials`] returns them.
+    /// By registry host (`docker.io` for Docker Hub), as [`auth::docker_credentials`] returns them.
     pub credentials: HashMap<String, Credentials>,
 }
 
