@@ -53,7 +53,7 @@ pub fn cache(g: &Global, command: CacheCommand) -> anyhow::Result<u8> {
             Ok(exit::OK)
         }
         CacheCommand::Verify { repair } => {
-            let faults = maintain::verify(&cache)?;
+            let faults = maintain::verify::verify(&cache)?;
             for f in &faults {
                 println!("FAULT {}: {}", f.path.display(), f.what);
             }
@@ -66,7 +66,7 @@ pub fn cache(g: &Global, command: CacheCommand) -> anyhow::Result<u8> {
             }
             let fixable = faults
                 .iter()
-                .filter(|f| f.repair != maintain::Repair::None)
+                .filter(|f| f.repair != maintain::verify::Repair::None)
                 .count();
             if !repair {
                 // Only what --repair really fixes is promised.
@@ -91,10 +91,10 @@ pub fn cache(g: &Global, command: CacheCommand) -> anyhow::Result<u8> {
             let mut rebuild = std::collections::BTreeSet::new();
             let mut removed = std::collections::BTreeSet::new();
             for f in &faults {
-                if f.repair == maintain::Repair::None || !removed.insert(f.path.clone()) {
+                if f.repair == maintain::verify::Repair::None || !removed.insert(f.path.clone()) {
                     continue;
                 }
-                if f.repair == maintain::Repair::Rebuild {
+                if f.repair == maintain::verify::Repair::Rebuild {
                     if !maintain::remove_tree_entry(&cache, &f.path, &log)? {
                         continue;
                     }
@@ -123,7 +123,7 @@ pub fn cache(g: &Global, command: CacheCommand) -> anyhow::Result<u8> {
                         .with_context(|| format!("rebuilding the tree of {name}"))?;
                 }
             }
-            let left = maintain::verify(&cache)?;
+            let left = maintain::verify::verify(&cache)?;
             for f in &left {
                 println!("FAULT {}: {}", f.path.display(), f.what);
             }
