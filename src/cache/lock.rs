@@ -277,7 +277,7 @@ pub fn try_acquire(mode: Mode, base: &Path) -> std::io::Result<Option<Held>> {
             let file = crate::cache::safe::open_or_create(
                 &path,
                 crate::cache::safe::Access::ReadWrite,
-                crate::cache::SHARED_FILE_MODE,
+                crate::cache::safe::SHARED_FILE_MODE,
             )?;
             let got = if mode == Mode::Flock {
                 try_flock(&file)?

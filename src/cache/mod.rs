@@ -115,9 +115,6 @@ use safe::{Access, Expect};
 /// made `rm -rf` of one's own cache fail (contrib/examples/hello.sh does that).
 pub const FILE_MODE: u32 = 0o444;
 pub const DIR_MODE: u32 = 0o755;
-/// Files any member must be able to open for writing: lock files (OFD write locks and the
-/// holder's note) and last-use stamps (futimens to now needs write access).
-pub const SHARED_FILE_MODE: u32 = 0o664;
 /// Added to the top-level directories of a group cache: setgid (entries take the group) and
 /// sticky (members cannot rename or remove each other's entries), group rwx.
 const TOP_GROUP_BITS: u32 = 0o3070;
@@ -850,7 +847,8 @@ impl Cache {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
         if !fresh {
-            let f = safe::open_or_create(&p, Access::Write, SHARED_FILE_MODE).map_err(io(&p))?;
+            let f =
+                safe::open_or_create(&p, Access::Write, safe::SHARED_FILE_MODE).map_err(io(&p))?;
             safe::touch(&f).map_err(io(&p))?;
         }
         Ok(())

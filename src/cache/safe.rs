@@ -20,6 +20,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// Files any member must be able to open for writing: lock files (OFD write locks and the
+/// holder's note) and last-use stamps (futimens to now needs write access).
+pub const SHARED_FILE_MODE: u32 = 0o664;
+
 /// What a cache name must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
