@@ -1,7 +1,7 @@
 //! Link-time settings of the `lpmx-job` executable.
 //!
 //! Inside a container, the host command bridge runs this same executable (see
-//! `src/bridge/mod.rs`) with the host's dynamic loader and C libraries bound at
+//! `src/container/bridge/mod.rs`) with the host's dynamic loader and C libraries bound at
 //! `/.lpmx/lib/lpmx-job.libs/`, since the image may have none, or other versions. DT_RPATH
 //! (not RUNPATH: it is searched before the container's LD_LIBRARY_PATH) names that directory
 //! relative to the executable; on the host it does not exist and the usual search applies.

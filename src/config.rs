@@ -94,12 +94,12 @@ pub enum LockModeSetting {
 }
 
 impl LockModeSetting {
-    pub fn forced(self) -> Option<crate::lock::Mode> {
+    pub fn forced(self) -> Option<crate::cache::lock::Mode> {
         match self {
             LockModeSetting::Auto => None,
-            LockModeSetting::Flock => Some(crate::lock::Mode::Flock),
-            LockModeSetting::FcntlOfd => Some(crate::lock::Mode::FcntlOfd),
-            LockModeSetting::Lockdir => Some(crate::lock::Mode::LockDir),
+            LockModeSetting::Flock => Some(crate::cache::lock::Mode::Flock),
+            LockModeSetting::FcntlOfd => Some(crate::cache::lock::Mode::FcntlOfd),
+            LockModeSetting::Lockdir => Some(crate::cache::lock::Mode::LockDir),
         }
     }
 }
@@ -166,7 +166,7 @@ pub fn check_tmpfs_size(v: &str) -> std::result::Result<(), String> {
     }
 }
 
-/// The host command bridge (see `crate::bridge`).
+/// The host command bridge (see `crate::container::bridge`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BridgeFile {
@@ -181,7 +181,7 @@ pub struct MpiFile {
     pub host: MpiHostFile,
 }
 
-/// The host MPI `run --mpi host` injects (see `crate::mpi`).
+/// The host MPI `run --mpi host` injects (see `crate::container::mpi`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MpiHostFile {
@@ -208,18 +208,18 @@ pub struct MpiHostSettings {
     pub binds: Vec<PathBuf>,
 }
 
-/// Node-local staging of image trees in jobs (see `crate::stage`).
+/// Node-local staging of image trees in jobs (see `crate::cache::stage`).
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StageFile {
-    pub mode: Option<crate::stage::Mode>,
+    pub mode: Option<crate::cache::stage::Mode>,
     pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StageSettings {
     /// `auto` (when the cache is on a network or parallel filesystem), `always`, `never`.
-    pub mode: crate::stage::Mode,
+    pub mode: crate::cache::stage::Mode,
     /// Node-local directory; None: `$TMPDIR`, else `/tmp`.
     pub dir: Option<PathBuf>,
 }
@@ -544,7 +544,7 @@ fn defaults(inputs: &Inputs) -> Settings {
         registries: BTreeMap::new(),
         progress: Progress::Auto,
         stage: StageSettings {
-            mode: crate::stage::Mode::Auto,
+            mode: crate::cache::stage::Mode::Auto,
             dir: None,
         },
         bridge: BridgeSettings {

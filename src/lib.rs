@@ -1,29 +1,25 @@
 //! lpmx-job: run Docker/OCI images rootless inside batch jobs.
 //!
-//! One module per responsibility; the binary (`src/main.rs`, `src/cli.rs`, `src/commands.rs`)
-//! only parses flags, calls these and turns errors into exit codes.
+//! The modules follow the path of a job step (`shared/DESIGN.md`; `ARCHITECTURE.md` is the
+//! guided tour):
+//!
+//! - [`image`]: resolve a reference, fetch its blobs, unpack its layers;
+//! - [`cache`]: the shared store those land in, its locks, the assembled image trees, their
+//!   node-local staging, and its maintenance;
+//! - [`container`]: enter a container of a tree and exec the command; the supervisor and the
+//!   host command bridge;
+//! - [`host`]: facts about the node, the user and the batch system, and `doctor`;
+//! - [`configured`]: those, as the settings ([`config`]) configure them, for every entry point;
+//! - [`fswalk`] and [`exit`]: walking trees by descriptor, and exit statuses.
+//!
+//! The binary (`src/main.rs`, `src/cli/`) only parses flags, calls these and turns errors into
+//! exit codes.
 
-pub mod accounts;
-pub mod bridge;
 pub mod cache;
 pub mod config;
-pub mod doctor;
-pub mod environ;
+pub mod configured;
+pub mod container;
 pub mod exit;
-pub mod expose;
 pub mod fswalk;
 pub mod host;
-pub mod lock;
-pub mod mpi;
-pub mod probe;
-pub mod progress;
-pub mod pull;
-pub mod reference;
-pub mod registry;
-pub mod rootfs;
-pub mod runtime;
-pub mod scheduler;
-pub mod stage;
-pub mod tls;
-pub mod unpack;
-pub mod userns;
+pub mod image;

@@ -10,10 +10,7 @@
 // Unit tests of the executable's modules keep the test harness's own main.
 #![cfg_attr(not(test), no_main)]
 
-mod batch_cmd;
 mod cli;
-mod commands;
-mod run_cmd;
 
 #[cfg(not(test))]
 #[no_mangle]
@@ -32,9 +29,9 @@ fn main() {
 
 fn lpmx_main() -> u8 {
     // Inside a container, called as a bridged host command (`/.lpmx/bin/NAME`).
-    match lpmx_job::bridge::client::from_argv0() {
+    match lpmx_job::container::bridge::client::from_argv0() {
         Some(code) => code,
-        None => commands::main(),
+        None => cli::dispatch::main(),
     }
 }
 

@@ -28,8 +28,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
-use crate::lock;
-use crate::reference::Digest;
+use crate::image::reference::Digest;
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -104,7 +103,10 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> Error + '_ {
     move |source| Error::at(path, source)
 }
 
+pub mod lock;
+pub mod rootfs;
 pub mod safe;
+pub mod stage;
 use safe::{Access, Expect};
 
 /// Modes of what the cache publishes: no one but the publisher may change an entry. Records
@@ -113,9 +115,6 @@ use safe::{Access, Expect};
 /// made `rm -rf` of one's own cache fail (contrib/examples/hello.sh does that).
 pub const FILE_MODE: u32 = 0o444;
 pub const DIR_MODE: u32 = 0o755;
-/// Files any member must be able to open for writing: lock files (OFD write locks and the
-/// holder's note) and last-use stamps (futimens to now needs write access).
-pub const SHARED_FILE_MODE: u32 = 0o664;
 /// Added to the top-level directories of a group cache: setgid (entries take the group) and
 /// sticky (members cannot rename or remove each other's entries), group rwx.
 const TOP_GROUP_BITS: u32 = 0o3070;
@@ -147,7 +146,7 @@ pub struct LayerRecord {
     pub diff_id: Digest,
     pub media_type: String,
     pub compressed_size: u64,
-    pub stats: crate::unpack::LayerStats,
+    pub stats: crate::image::unpack::LayerStats,
     /// Entries and regular-file bytes of `root/` right after unpacking, so `cache verify`
     /// can tell a complete tree from one something has eaten into.
     pub tree: TreeSummary,
@@ -848,7 +847,8 @@ impl Cache {
             .and_then(|m| m.modified())
             .is_ok_and(|t| t.elapsed().unwrap_or_default() < Duration::from_secs(60));
         if !fresh {
-            let f = safe::open_or_create(&p, Access::Write, SHARED_FILE_MODE).map_err(io(&p))?;
+            let f =
+                safe::open_or_create(&p, Access::Write, safe::SHARED_FILE_MODE).map_err(io(&p))?;
             safe::touch(&f).map_err(io(&p))?;
         }
         Ok(())
@@ -947,7 +947,7 @@ fn work_age(p: &Path) -> Duration {
 }
 
 fn group_id(name: &str) -> Option<u32> {
-    crate::accounts::group_id(name)
+    crate::host::accounts::group_id(name)
 }
 
 fn process_alive(pid: i32) -> bool {
@@ -1144,7 +1144,7 @@ mod tests {
         let dg = sha256(b"x");
         let g = c.lock(&dg, "layer x", &|_| {}).unwrap();
         // A second process, since flock is per open file description and we want the real case.
-        let out = crate::probe::in_child(Duration::from_secs(20), |r| {
+        let out = crate::host::probe::in_child(Duration::from_secs(20), |r| {
             let told = std::cell::RefCell::new(String::new());
             match c.lock(&dg, "layer x", &|m| told.borrow_mut().push_str(m)) {
                 Ok(_) => 0,
@@ -1155,7 +1155,7 @@ mod tests {
             }
         })
         .unwrap();
-        let crate::probe::Outcome::Exited(1, text) = out else {
+        let crate::host::probe::Outcome::Exited(1, text) = out else {
             panic!("{out:?}")
         };
         assert!(

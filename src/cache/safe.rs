@@ -20,6 +20,10 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+/// Files any member must be able to open for writing: lock files (OFD write locks and the
+/// holder's note) and last-use stamps (futimens to now needs write access).
+pub const SHARED_FILE_MODE: u32 = 0o664;
+
 /// What a cache name must be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Expect {
@@ -61,7 +65,7 @@ pub struct Unexpected {
 
 /// `NAME (uid N)`, or `uid N` for an id without a name.
 pub fn owner_name(uid: u32) -> String {
-    match crate::accounts::user(uid) {
+    match crate::host::accounts::user(uid) {
         Some(u) => format!("{} (uid {uid})", u.name),
         None => format!("uid {uid}"),
     }

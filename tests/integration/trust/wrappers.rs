@@ -2,7 +2,7 @@
 //! attacker can write, values that would end a comment line of the wrapper, and a caller
 //! inside the container that sets what makes the host's loader or shells run code. The
 //! bridge's raw-client working directory (D9) is tried at the server's level, in
-//! src/bridge/server.rs, which can send what no real client sends.
+//! src/container/bridge/server.rs, which can send what no real client sends.
 
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
