@@ -367,9 +367,9 @@ fn open_to_empty(dir: BorrowedFd<'_>, name: &OsStr) -> rustix::io::Result<OwnedF
     }
 }
 
-/// [`remove_at`] for a path: its parent is opened by path (the cache's own directories,
-/// short), everything below by descriptor.
-pub fn remove(path: &Path) -> io::Result<()> {
+/// [`remove_at`] for a path: its parent is opened by path (the caller's own directories,
+/// short), everything below by descriptor. Returns whether there was anything to remove.
+pub fn remove(path: &Path) -> io::Result<bool> {
     let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
         return Err(io::Error::other(format!(
             "{}: not a removable path",
@@ -386,7 +386,7 @@ pub fn remove(path: &Path) -> io::Result<()> {
         OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
         Mode::empty(),
     )?;
-    remove_at(pfd.as_fd(), name).map(|_| ())
+    remove_at(pfd.as_fd(), name)
 }
 
 /// Entries and regular-file bytes below `root`, by descriptor (see [`walk`]).

@@ -818,21 +818,7 @@ pub fn remove_tree(path: &Path) -> Result<(), Error> {
         path: path.to_path_buf(),
         source,
     };
-    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
-        return Err(io(std::io::Error::other("not a removable path")));
-    };
-    let parent = if parent.as_os_str().is_empty() {
-        Path::new(".")
-    } else {
-        parent
-    };
-    let pfd = rustix::fs::open(
-        parent,
-        OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC,
-        FsMode::empty(),
-    )
-    .map_err(|e| io(e.into()))?;
-    match remove_at(pfd.as_fd(), name) {
+    match crate::fswalk::remove(path) {
         Ok(true) => Ok(()),
         Ok(false) => Err(io(std::io::ErrorKind::NotFound.into())),
         Err(e) => Err(io(e)),
