@@ -10,7 +10,7 @@ use sha2::Digest as _;
 
 use crate::proxy::{self, Faults};
 use crate::support::{
-    blob_gets, json, private_copy, run, service, stderr, stdout, wait_until, Env,
+    blob_gets, json, private_copy, run, service, stderr, stdout, verify_ok, wait_until, Env,
 };
 
 fn leak(s: String) -> &'static str {
@@ -39,17 +39,6 @@ fn ok(o: &Output) -> String {
 
 fn count(dir: &Path) -> usize {
     std::fs::read_dir(dir).map_or(0, |r| r.count())
-}
-
-fn verify_ok(env: &Env) {
-    let out = run(env.cmd().args(["cache", "verify"]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 /// `repo@sha256:...`: the manifest the registry sends must hash to the pin. A registry that

@@ -7,7 +7,7 @@ use std::time::Duration;
 use crate::proxy::{self, Faults};
 use crate::support::{
     blob_get_statuses, blob_gets, json, manifest_gets, private_copy, run, service, stderr, stdout,
-    wait_until, Env,
+    verify_ok, verify_ok_with, wait_until, Env,
 };
 
 /// `n` processes pull one uncached image into one fresh cache at once, taking locks in `mode`
@@ -51,21 +51,6 @@ fn herd_of_pulls(env: &Env, reg: &str, n: usize, mode: Option<&str>) {
             "blob {digest} downloaded {n} times ({mode:?} locks): {gets:?}"
         );
     }
-}
-
-fn verify_ok(env: &Env) {
-    verify_ok_with(env.cmd());
-}
-
-fn verify_ok_with(mut cmd: Command) {
-    let out = run(cmd.args(["cache", "verify"]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "cache verify: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
 }
 
 #[test]

@@ -143,26 +143,17 @@ pub fn private_copy(reg: &str, fixture: &str, env: &Env) -> String {
 /// Successful blob downloads (200, or 206 for a resumed one) per digest for one repository,
 /// from the plain-HTTP registry's access log.
 pub fn blob_gets(repo: &str) -> std::collections::BTreeMap<String, usize> {
-    let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
-    let text = std::fs::read_to_string(&log).unwrap();
-    let prefix = format!("\"GET /v2/{repo}/blobs/");
-    let mut counts = std::collections::BTreeMap::new();
-    for line in text.lines() {
-        let Some(i) = line.find(&prefix) else {
-            continue;
-        };
-        let rest = &line[i + prefix.len()..];
-        let digest = rest.split_whitespace().next().unwrap().to_string();
-        let status = rest
-            .split('"')
-            .nth(1)
-            .and_then(|s| s.split_whitespace().next())
-            .unwrap_or("");
-        if status == "200" || status == "206" {
-            *counts.entry(digest).or_insert(0) += 1;
-        }
-    }
-    counts
+    blob_get_statuses(repo)
+        .into_iter()
+        .map(|(digest, statuses)| {
+            let ok = statuses
+                .iter()
+                .filter(|s| *s == "200" || *s == "206")
+                .count();
+            (digest, ok)
+        })
+        .filter(|(_, ok)| *ok > 0)
+        .collect()
 }
 
 /// The second ordinary user of the trust-boundary tests (tests/run.sh creates it, in
@@ -286,7 +277,6 @@ pub fn wait_until(what: &str, limit: std::time::Duration, mut cond: impl FnMut()
 
 /// The statuses of the blob GETs for one repository, per digest, in the order the
 /// plain-HTTP registry logged them.
-#[allow(dead_code)]
 pub fn blob_get_statuses(repo: &str) -> std::collections::BTreeMap<String, Vec<String>> {
     let log = PathBuf::from(service("LPMX_TEST_LOGS").unwrap()).join("registry-http.log");
     let text = std::fs::read_to_string(&log).unwrap();
@@ -369,4 +359,23 @@ impl DeadPort {
             DeadPort { fd, addr }
         }
     }
+}
+
+/// `cache verify` of this test's cache finds nothing.
+#[allow(dead_code)]
+pub fn verify_ok(env: &Env) {
+    verify_ok_with(env.cmd());
+}
+
+/// `cache verify` with `cmd` (its environment names the cache) finds nothing.
+#[allow(dead_code)]
+pub fn verify_ok_with(mut cmd: Command) {
+    let out = run(cmd.args(["cache", "verify"]));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "cache verify: {}{}",
+        stdout(&out),
+        stderr(&out)
+    );
 }

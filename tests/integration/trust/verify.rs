@@ -11,7 +11,7 @@ use std::process::Command;
 
 use sha2::{Digest, Sha256};
 
-use crate::support::{json, run, service, stderr, stdout, Env};
+use crate::support::{json, run, service, stderr, stdout, verify_ok, Env};
 
 fn registry(env: &Env) -> Option<(String, Command)> {
     let reg = service("LPMX_TEST_REGISTRY")?;
@@ -306,14 +306,7 @@ fn a_deep_hostile_image_fails_and_leaves_no_work_area() {
     let image = format!("oci:{}:t", honest.display());
     let out = run(env.cmd().args(["pull", &image]));
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
-    let out = run(env.cmd().args(["cache", "verify"]));
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}{}",
-        stdout(&out),
-        stderr(&out)
-    );
+    verify_ok(&env);
     // Its tree cannot be built by path: the run fails, and leaves no work area either.
     let out = run(env.cmd().args(["run", &image, "true"]));
     assert_eq!(out.status.code(), Some(125));
