@@ -157,3 +157,167 @@ fn view_proc() {
     assert_eq!(r("/proc/self/root/etc/passwd", true), Outcome::Host(t.root.join("lower/etc/passwd")));
     assert_eq!(r("/proc/cpuinfo", true), Outcome::Host("/proc/cpuinfo".into()));
 }
+
+fn is_wh(p: &Path) -> bool {
+    fs::symlink_metadata(p).map(|m| m.file_type().is_char_device() && m.rdev() == 0).unwrap_or(false)
+}
+
+#[test]
+fn view_union_read_modify_create() {
+    let mut t = mk(true, |_| vec![]);
+    assert_eq!(t.read("/etc/passwd"), t.h("lower/etc/passwd"));
+    let lp = t.root.join("lower/etc/passwd");
+    fs::set_permissions(&lp, fs::Permissions::from_mode(0o640)).unwrap();
+    let mt = fs::metadata(&lp).unwrap().mtime();
+    assert_eq!(t.r("/etc/passwd", true, Op::Modify), t.h("upper/etc/passwd"));
+    let md = fs::metadata(t.root.join("upper/etc/passwd")).unwrap();
+    assert_eq!((md.mode() & 0o7777, md.mtime()), (0o640, mt));
+    assert_eq!(fs::read(t.root.join("upper/etc/passwd")).unwrap(), b"guest passwd\n");
+    assert_eq!(t.read("/etc/passwd"), t.h("upper/etc/passwd"));
+    // Create: parents copied up with their modes.
+    fs::set_permissions(t.root.join("lower/usr/lib/x"), fs::Permissions::from_mode(0o751)).unwrap();
+    assert_eq!(t.r("/usr/lib/x/new", true, Op::Create), t.h("upper/usr/lib/x/new"));
+    assert_eq!(fs::metadata(t.root.join("upper/usr/lib/x")).unwrap().mode() & 0o7777, 0o751);
+    // O_CREAT on an existing lower file: copied up.
+    assert_eq!(t.r("/usr/bin/sh", true, Op::Create), t.h("upper/usr/bin/sh"));
+    assert!(t.root.join("upper/usr/bin/sh").is_file());
+    assert_eq!(t.r("/usr", true, Op::Create), Outcome::Fail(libc::EEXIST));
+    // Modify of a lower dir makes the upper dir; of a symlink (nofollow) copies the link.
+    assert_eq!(t.r("/home", true, Op::Modify), t.h("upper/home"));
+    assert_eq!(t.r("/bin", false, Op::Modify), t.h("upper/bin"));
+    assert_eq!(fs::read_link(t.root.join("upper/bin")).unwrap(), Path::new("usr/bin"));
+    // Through the symlink, the file in upper is found.
+    assert_eq!(t.read("/bin/sh"), t.h("upper/usr/bin/sh"));
+    assert_eq!(t.r("/nope", true, Op::Modify), Outcome::Fail(libc::ENOENT));
+}
+
+#[test]
+fn view_union_whiteouts() {
+    let mut t = mk(true, |_| vec![]);
+    assert_eq!(t.r("/etc/passwd", false, Op::Remove { dir: false }), Outcome::Done(0));
+    assert!(is_wh(&t.root.join("upper/etc/passwd")));
+    assert_eq!(t.read("/etc/passwd"), Outcome::Fail(libc::ENOENT));
+    assert_eq!(t.r("/etc/passwd", false, Op::Remove { dir: false }), Outcome::Fail(libc::ENOENT));
+    // Recreate over the whiteout.
+    assert_eq!(t.r("/etc/passwd", true, Op::Create), t.h("upper/etc/passwd"));
+    assert!(!t.root.join("upper/etc/passwd").exists());
+    fs::write(t.root.join("upper/etc/passwd"), "new").unwrap();
+    assert_eq!(t.read("/etc/passwd"), t.h("upper/etc/passwd"));
+    // Remove of a file in both layers: upper copy gone, whiteout made.
+    assert_eq!(t.r("/etc/passwd", false, Op::Remove { dir: false }), Outcome::Done(0));
+    assert!(is_wh(&t.root.join("upper/etc/passwd")));
+    // Upper-only file: the kernel unlinks it.
+    assert_eq!(t.r("/etc/mine", true, Op::Create), t.h("upper/etc/mine"));
+    fs::write(t.root.join("upper/etc/mine"), "").unwrap();
+    assert_eq!(t.r("/etc/mine", false, Op::Remove { dir: false }), t.h("upper/etc/mine"));
+    // rmdir: not empty in the merged view, then empty once its lower file is whited out.
+    assert_eq!(t.r("/usr/lib/x", false, Op::Remove { dir: true }), Outcome::Fail(libc::ENOTEMPTY));
+    assert_eq!(t.r("/usr/lib/x/libc.so", false, Op::Remove { dir: false }), Outcome::Done(0));
+    assert_eq!(t.r("/usr/lib/x", false, Op::Remove { dir: true }), Outcome::Done(0));
+    assert!(is_wh(&t.root.join("upper/usr/lib/x")));
+    assert_eq!(t.read("/usr/lib/x"), Outcome::Fail(libc::ENOENT));
+    // mkdir over a whiteout of a lower dir: opaque, the old contents stay hidden.
+    assert_eq!(t.r("/usr/lib/x", true, Op::Create), t.h("upper/usr/lib/x"));
+    fs::create_dir(t.root.join("upper/usr/lib/x")).unwrap();
+    assert_eq!(t.read("/usr/lib/x/libc.so"), Outcome::Fail(libc::ENOENT));
+    assert_eq!(
+        xattr(&t.root.join("upper/usr/lib/x")),
+        Some(b"y".to_vec())
+    );
+    assert_eq!(t.r("/etc", false, Op::Remove { dir: false }), Outcome::Fail(libc::EISDIR));
+    assert_eq!(t.r("/usr/bin/sh", false, Op::Remove { dir: true }), Outcome::Fail(libc::ENOTDIR));
+}
+
+fn xattr(p: &Path) -> Option<Vec<u8>> {
+    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).unwrap();
+    let mut v = [0u8; 8];
+    let n = unsafe { libc::lgetxattr(c.as_ptr(), c"user.overlay.opaque".as_ptr(), v.as_mut_ptr().cast(), 8) };
+    (n >= 0).then(|| v[..n as usize].to_vec())
+}
+
+#[test]
+fn view_union_opaque_and_shadow() {
+    let mut t = mk(true, |_| vec![]);
+    // An opaque upper dir hides the lower contents.
+    fs::create_dir_all(t.root.join("upper/usr/lib/x")).unwrap();
+    fs::write(t.root.join("upper/usr/lib/x/only"), "").unwrap();
+    assert_eq!(t.read("/usr/lib/x/libc.so"), t.h("lower/usr/lib/x/libc.so"));
+    let c = std::ffi::CString::new(t.root.join("upper/usr/lib/x").as_os_str().as_encoded_bytes()).unwrap();
+    assert_eq!(unsafe { libc::lsetxattr(c.as_ptr(), c"user.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0) }, 0);
+    assert_eq!(t.read("/usr/lib/x/libc.so"), Outcome::Fail(libc::ENOENT));
+    assert_eq!(t.read("/usr/lib/x/only"), t.h("upper/usr/lib/x/only"));
+    // A symlink in upper shadowing a lower dir.
+    symlink("/etc", t.root.join("upper/home")).unwrap();
+    assert_eq!(t.read("/home/passwd"), t.h("lower/etc/passwd"));
+    // A hostile chain in upper stays inside.
+    symlink("../../../../../../../../../../etc", t.root.join("upper/esc")).unwrap();
+    assert_eq!(t.read("/esc/passwd"), t.h("lower/etc/passwd"));
+    // guest_path of upper paths.
+    assert_eq!(t.view.guest_path(&t.root.join("upper/usr/lib")).unwrap(), Path::new("/usr/lib"));
+}
+
+#[test]
+fn view_union_rename() {
+    let mut t = mk(true, |_| vec![]);
+    let b = t.root.join("lower");
+    let base = Base { host_dir: &b, tid: 1 };
+    // A lower file: copied up, moved, whiteout left.
+    assert_eq!(t.view.rename((&base, b"/etc/passwd"), (&base, b"/usr/pw"), 0), (Outcome::Done(0), Outcome::Done(0)));
+    assert!(is_wh(&t.root.join("upper/etc/passwd")));
+    assert_eq!(fs::read(t.root.join("upper/usr/pw")).unwrap(), b"guest passwd\n");
+    // A lower dir: EXDEV.
+    assert_eq!(t.view.rename((&base, b"/usr/lib"), (&base, b"/lib2"), 0), (Outcome::Fail(libc::EXDEV), Outcome::Fail(libc::EXDEV)));
+    // Upper-only: the kernel renames; over a whiteout, which is cleared.
+    fs::write(t.root.join("upper/etc/mine"), "").unwrap();
+    assert_eq!(
+        t.view.rename((&base, b"/etc/mine"), (&base, b"/etc/passwd"), 0),
+        (t.h("upper/etc/mine"), t.h("upper/etc/passwd"))
+    );
+    assert!(!t.root.join("upper/etc/passwd").exists());
+    // NOREPLACE.
+    assert_eq!(t.view.rename((&base, b"/usr/pw"), (&base, b"/usr/bin/sh"), 1), (Outcome::Fail(libc::EEXIST), Outcome::Fail(libc::EEXIST)));
+    assert_eq!(t.view.rename((&base, b"/usr/pw"), (&base, b"/nope/x"), 0), (Outcome::Fail(libc::ENOENT), Outcome::Fail(libc::ENOENT)));
+}
+
+#[test]
+fn view_union_listing() {
+    let mut t = mk(true, |_| vec![]);
+    assert_eq!(t.view.listing(&t.root.join("lower/etc")), None);
+    assert_eq!(t.r("/usr/bin/new", true, Op::Create), t.h("upper/usr/bin/new"));
+    fs::write(t.root.join("upper/usr/bin/new"), "").unwrap();
+    assert_eq!(t.r("/usr/bin/sh", false, Op::Remove { dir: false }), Outcome::Done(0));
+    let l = t.view.listing(&t.root.join("upper/usr/bin")).unwrap();
+    let mut names: Vec<_> = fs::read_dir(&l).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+    names.sort();
+    assert_eq!(names, ["new"]);
+    assert_eq!(t.view.guest_path(&l).unwrap(), Path::new("/usr/bin"));
+    // The same listing while nothing changed; a new one after a change.
+    assert_eq!(t.view.listing(&t.root.join("upper/usr/bin")).unwrap(), l);
+    let l = t.view.listing(&t.root.join("upper/usr")).unwrap();
+    let mut names: Vec<_> = fs::read_dir(&l).unwrap().map(|e| (e.as_ref().unwrap().file_name().into_string().unwrap(), e.unwrap().file_type().unwrap().is_dir())).collect();
+    names.sort();
+    assert_eq!(names, [("bin".to_string(), true), ("etc-abs".to_string(), false), ("lib".to_string(), true)]);
+}
+
+/// cargo test -p lpmx-shim --release view_bench -- --ignored --nocapture
+#[test]
+#[ignore]
+fn view_bench() {
+    for upper in [false, true] {
+        let mut t = mk(upper, |r| vec![bind("/proc", Path::new("/proc"), false), bind("/data", &r.join("host/data"), false)]);
+        if upper {
+            fs::create_dir_all(t.root.join("upper/usr/lib")).unwrap();
+        }
+        let b = t.root.join("lower");
+        let base = Base { host_dir: &b, tid: 1 };
+        for (path, _) in [("/usr/lib/x/libc.so", 0), ("/bin/sh", 0), ("/data/sub/../f", 0), ("usr/lib/x/libc.so", 0)] {
+            let n = 200_000;
+            let t0 = std::time::Instant::now();
+            for _ in 0..n {
+                std::hint::black_box(t.view.resolve(&base, path.as_bytes(), true, Op::Read));
+            }
+            let ns = t0.elapsed().as_nanos() as f64 / n as f64;
+            println!("upper={upper} {path}: {ns:.0} ns");
+        }
+    }
+}

@@ -42,14 +42,6 @@ fn set_times(path: &[u8], md: &fs::Metadata) {
 }
 
 impl View {
-    fn ro(&self, src: Src) -> bool {
-        match src {
-            Src::Bind(b) => self.binds[b].ro,
-            Src::Virtual => true,
-            Src::Upper | Src::Lower | Src::None => self.upper_root.is_none(),
-        }
-    }
-
     fn host_out(&mut self, src: Src, slash: bool) -> Outcome {
         let g = self.guest.len();
         self.host_of(src, g);
@@ -335,7 +327,10 @@ impl View {
         }
     }
 
-    fn forget_listing(&mut self) {}
+    /// The View's own writes may fall within one timestamp tick of a listing's stamp.
+    fn forget_listing(&mut self) {
+        self.listings.clear();
+    }
 
     pub(super) fn rename_impl(&mut self, from: (&Base, &[u8]), to: (&Base, &[u8]), flags: u32) -> (Outcome, Outcome) {
         let fail = |e| (Outcome::Fail(e), Outcome::Fail(e));
@@ -482,7 +477,69 @@ impl View {
     }
 
     pub(super) fn listing_impl(&mut self, host: &Path) -> Option<PathBuf> {
-        let _ = host;
-        None
+        let up = self.upper_root.as_ref()?;
+        let hb = host.as_os_str().as_bytes();
+        if !(hb.starts_with(up) && (hb.len() == up.len() || hb[up.len()] == b'/')) {
+            return None;
+        }
+        let g = self.guest_path(host)?;
+        self.rest.clear();
+        self.rest.extend_from_slice(g.as_os_str().as_bytes());
+        let fin = self.walk(true, 0).ok()?;
+        if fin.node.mnt != (Mnt::Union { upper: true, lower: true }) {
+            return None;
+        }
+        let gl = self.guest.len();
+        self.host_of(Src::Upper, gl);
+        let uh = self.hpath();
+        let md = fs::symlink_metadata(&uh).ok()?;
+        let stamp = (md.mtime(), md.mtime_nsec(), md.ctime(), md.ctime_nsec(), md.ino());
+        let ls = |n: u64, root: &[u8]| {
+            let mut d = root.to_vec();
+            d.extend_from_slice(format!("/ls/{n}").as_bytes());
+            PathBuf::from(OsStr::from_bytes(&d))
+        };
+        if let Some(&(n, st)) = self.listings.get(&self.guest) {
+            if st == stamp {
+                return Some(ls(n, &self.private_root));
+            }
+        }
+        self.host_of(Src::Lower, gl);
+        let lh = self.hpath();
+        let n = self.next_listing;
+        self.next_listing += 1;
+        let dir = ls(n, &self.private_root);
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).ok()?;
+        let mut seen = std::collections::HashSet::new();
+        for (i, src) in [&uh, &lh].into_iter().enumerate() {
+            for e in fs::read_dir(src).ok()? {
+                let e = e.ok()?;
+                let name = e.file_name();
+                if !seen.insert(name.clone()) {
+                    continue;
+                }
+                let ft = e.file_type().ok()?;
+                if i == 0 && ft.is_char_device() && e.metadata().ok()?.rdev() == 0 {
+                    continue; // a whiteout: its name stays in `seen`, hiding the lower one
+                }
+                let at = dir.join(&name);
+                // Only names and d_type matter to getdents' readers.
+                let r = if ft.is_dir() {
+                    fs::create_dir(&at)
+                } else if ft.is_symlink() {
+                    std::os::unix::fs::symlink(".", &at)
+                } else if ft.is_fifo() || ft.is_socket() || ft.is_char_device() {
+                    let mode = if ft.is_fifo() { libc::S_IFIFO } else if ft.is_socket() { libc::S_IFSOCK } else { libc::S_IFCHR };
+                    let c = cstr(at.as_os_str().as_bytes());
+                    if unsafe { libc::mknod(c.as_ptr().cast(), mode | 0o600, 0) } == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+                } else {
+                    fs::File::create(&at).map(drop)
+                };
+                r.ok()?;
+            }
+        }
+        self.listing_guest.insert(n, self.guest.clone());
+        self.listings.insert(self.guest.clone(), (n, stamp));
+        Some(dir)
     }
 }
