@@ -157,6 +157,7 @@ pub struct View {
     /// tell mkdir from open(O_CREAT)).
     pending_opaque: HashSet<Vec<u8>>,
     /// Merged directory listings: guest path -> (number under private/ls, upper dir's stamp).
+    opaque_cache: HashMap<(u64, u64, i64, i64), bool>,
     listings: HashMap<Vec<u8>, (u64, (i64, i64, i64, i64, u64))>,
     listing_guest: HashMap<u64, Vec<u8>>,
     next_listing: u64,
@@ -218,6 +219,7 @@ impl View {
             bind_ancestors,
             lower_cache: HashMap::new(),
             pending_opaque: HashSet::new(),
+            opaque_cache: HashMap::new(),
             listings: HashMap::new(),
             listing_guest: HashMap::new(),
             next_listing: 0,
@@ -509,15 +511,14 @@ impl View {
             Mnt::Union { upper: pu, lower: pl } => {
                 let mut n = missing;
                 let mut opaque = false;
+                let mut ust = None;
                 if pu {
                     self.host_of(Src::Upper, glen);
                     match sys::lstat_at(libc::AT_FDCWD, &self.hbuf) {
                         Ok(st) if sys::is_whiteout(&st) => n.wh = true,
                         Ok(st) => {
                             n.upper = sys::kind_of(&st);
-                            if n.upper == K::Dir {
-                                opaque = self.is_opaque();
-                            }
+                            ust = Some(st);
                         }
                         Err(libc::ENOENT) => {}
                         Err(e) => return Err(e),
@@ -525,6 +526,23 @@ impl View {
                 }
                 if pl && !n.wh {
                     n.lower = self.lower_ent(glen)?;
+                }
+                if let (K::Dir, K::Dir, Some(st)) = (n.upper, n.lower, ust) {
+                    // Opacity only matters over a lower dir. Setting the xattr changes the
+                    // ctime, so (inode, ctime) keys it without a getxattr each time.
+                    let key = (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec);
+                    opaque = match self.opaque_cache.get(&key) {
+                        Some(&o) => o,
+                        None => {
+                            self.host_of(Src::Upper, glen);
+                            let o = self.is_opaque();
+                            if self.opaque_cache.len() > 100_000 {
+                                self.opaque_cache.clear();
+                            }
+                            self.opaque_cache.insert(key, o);
+                            o
+                        }
+                    };
                 }
                 if n.upper != K::Missing {
                     n.kind = n.upper;
@@ -570,7 +588,9 @@ impl View {
         sys::lgetxattr_is_y(&self.hbuf, OPAQUE_XATTR)
     }
 
-    fn set_opaque(&self) -> bool {
+    fn set_opaque(&mut self) -> bool {
+        // Within one ctime tick of a cached lookup the key would not change.
+        self.opaque_cache.clear();
         let r = unsafe {
             libc::lsetxattr(self.hbuf.as_ptr().cast(), OPAQUE_XATTR.as_ptr().cast(), b"y".as_ptr().cast(), 1, 0)
         };
