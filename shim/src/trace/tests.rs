@@ -1,0 +1,227 @@
+//! Real processes under the tracer, in a lower tree made of a static busybox.
+
+use std::ffi::CString;
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use super::{filter, nr, run};
+use crate::{Bind, Layout};
+
+fn required() -> bool {
+    std::env::var_os("LPMX_SHIM_TESTS_REQUIRED").is_some_and(|v| v == "1")
+}
+
+fn busybox() -> Option<PathBuf> {
+    for p in ["/bin/busybox", "/usr/bin/busybox"] {
+        if let Ok(out) = std::process::Command::new("file").arg("-L").arg(p).output() {
+            if String::from_utf8_lossy(&out.stdout).contains("statically linked") {
+                return Some(PathBuf::from(p));
+            }
+        }
+        if Path::new(p).exists() && std::process::Command::new("file").arg("--version").output().is_err() {
+            return Some(PathBuf::from(p));
+        }
+    }
+    assert!(!required(), "a static busybox is required (apt-get install busybox-static)");
+    None
+}
+
+struct Tree {
+    _tmp: tempfile::TempDir,
+    layout: Layout,
+    root: PathBuf,
+}
+
+fn tree(upper: bool) -> Option<Tree> {
+    let bb = busybox()?;
+    let tmp = tempfile::tempdir().unwrap();
+    let lower = tmp.path().join("lower");
+    for d in ["bin", "etc", "proc", "dev", "tmp", "data", "usr/bin"] {
+        std::fs::create_dir_all(lower.join(d)).unwrap();
+    }
+    std::fs::copy(&bb, lower.join("bin/busybox")).unwrap();
+    for l in ["sh", "cat", "ls", "pwd", "readlink", "id", "touch", "rm", "mkdir", "echo", "true", "kill", "sleep"] {
+        std::os::unix::fs::symlink("busybox", lower.join("bin").join(l)).unwrap();
+    }
+    std::fs::write(lower.join("etc/x"), "in the lower\n").unwrap();
+    std::os::unix::fs::symlink("/etc/x", lower.join("etc/abs")).unwrap();
+    std::fs::write(lower.join("bin/script"), "#!/bin/sh\necho script \"$0\" \"$1\"\n").unwrap();
+    chmod(&lower.join("bin/script"), 0o755);
+    let bound = tmp.path().join("bound");
+    std::fs::create_dir_all(&bound).unwrap();
+    std::fs::write(bound.join("b"), "bound file\n").unwrap();
+    let private = tmp.path().join("private");
+    std::fs::create_dir_all(&private).unwrap();
+    let up = tmp.path().join("upper");
+    if upper {
+        std::fs::create_dir_all(&up).unwrap();
+    }
+    // The tests run as root and as an ordinary user: everything readable by both.
+    chmod_tree(tmp.path());
+    let bind = |g: &str, h: &Path| Bind { guest: g.into(), host: h.to_path_buf(), ro: false };
+    let layout = Layout {
+        lower: lower.clone(),
+        upper: upper.then_some(up),
+        binds: vec![bind("/proc", Path::new("/proc")), bind("/dev", Path::new("/dev")), bind("/data", &bound)],
+        private,
+        workdir: "/".into(),
+        fakeroot: false,
+    };
+    Some(Tree { _tmp: tmp, layout, root: lower })
+}
+
+fn chmod(p: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+fn chmod_tree(p: &Path) {
+    let md = std::fs::symlink_metadata(p).unwrap();
+    if md.is_symlink() {
+        return;
+    }
+    if md.is_dir() {
+        chmod(p, 0o777);
+        for e in std::fs::read_dir(p).unwrap() {
+            chmod_tree(&e.unwrap().path());
+        }
+    }
+}
+
+/// Runs argv in the container; returns (status, stdout).
+fn run_cmd(layout: &Layout, argv: &[&str]) -> (u8, String) {
+    let out = tempfile::NamedTempFile::new().unwrap();
+    let fd = out.as_file().as_raw_fd();
+    let args: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
+    let mut ptrs: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    ptrs.push(std::ptr::null());
+    let wd = CString::new(layout.workdir.as_os_str().as_encoded_bytes()).unwrap();
+    let status = run(layout, || {
+        // SAFETY: async-signal-safe calls on prepared strings, in the forked child.
+        unsafe {
+            libc::dup2(fd, 1);
+            if libc::chdir(wd.as_ptr()) != 0 {
+                return 126;
+            }
+            libc::execv(ptrs[0], ptrs.as_ptr());
+        }
+        127
+    })
+    .unwrap();
+    (status, std::fs::read_to_string(out.path()).unwrap())
+}
+
+macro_rules! setup {
+    ($upper:expr) => {
+        match tree($upper) {
+            Some(t) => t,
+            None => return,
+        }
+    };
+}
+
+#[test]
+fn filter_traces_paths_and_allows_the_rest() {
+    let p = filter::program(true);
+    let (trace, allow, errno) = filter::ACTIONS;
+    for &n in &filter::traced(true) {
+        assert_eq!(filter::eval(&p, 0xc000_003e, n), trace, "{}", nr::name(n as u64));
+    }
+    for n in [0u32, 1, 3, 9, 39, 60, 231, 500] {
+        assert_eq!(filter::eval(&p, 0xc000_003e, n), allow, "{n}");
+    }
+    assert_eq!(filter::eval(&p, 0xc000_003e, nr::GETUID), errno);
+    assert_eq!(filter::eval(&p, 0xc000_003e, nr::CHROOT), errno | libc::EPERM as u32);
+    assert_eq!(filter::eval(&filter::program(false), 0xc000_003e, nr::GETUID), allow);
+    assert_eq!(filter::eval(&p, 0x4000_0003, 0), 0x8000_0000);
+}
+
+#[test]
+fn cat_sees_the_lower() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(&t.layout, &["/bin/cat", "/etc/x"]);
+    assert_eq!((st, out.as_str()), (0, "in the lower\n"));
+    let (st, out) = run_cmd(&t.layout, &["/bin/cat", "/etc/abs"]);
+    assert_eq!((st, out.as_str()), (0, "in the lower\n"));
+}
+
+#[test]
+fn ls_lists_the_lower_and_binds() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(&t.layout, &["/bin/ls", "/"]);
+    assert_eq!(st, 0);
+    for name in ["bin", "etc", "data", "proc"] {
+        assert!(out.lines().any(|l| l == name), "{name} in {out:?}");
+    }
+    let (st, out) = run_cmd(&t.layout, &["/bin/cat", "/data/b"]);
+    assert_eq!((st, out.as_str()), (0, "bound file\n"));
+}
+
+#[test]
+fn cwd_and_proc_self_exe_are_guest_paths() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "cd /; cd ..; pwd; cd /etc; /bin/pwd; readlink /proc/self/exe"]);
+    assert_eq!((st, out.as_str()), (0, "/\n/etc\n/bin/busybox\n"));
+}
+
+#[test]
+fn scripts_run_through_their_interpreter() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "script one; /bin/script two"]);
+    assert_eq!((st, out.as_str()), (0, "script /bin/script one\nscript /bin/script two\n"));
+    let _ = &t.root;
+}
+
+#[test]
+fn exit_codes_and_signals_propagate() {
+    let t = setup!(false);
+    assert_eq!(run_cmd(&t.layout, &["/bin/sh", "-c", "exit 7"]).0, 7);
+    assert_eq!(run_cmd(&t.layout, &["/bin/sh", "-c", "kill -9 $$"]).0, 128 + 9);
+    assert_eq!(run_cmd(&t.layout, &["/bin/nonexistent"]).0, 127);
+}
+
+#[test]
+fn fork_chains_and_background_children_are_waited_for() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "(sleep 0.2; cat /etc/x) & sh -c 'sh -c \"cat /data/b\"'"]);
+    assert_eq!(st, 0);
+    assert_eq!(out, "bound file\nin the lower\n");
+}
+
+#[test]
+fn fakeroot_ids_are_root() {
+    let mut t = setup!(false);
+    t.layout.fakeroot = true;
+    let (st, out) = run_cmd(&t.layout, &["/bin/id", "-u"]);
+    assert_eq!((st, out.as_str()), (0, "0\n"));
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "ls -ln /etc/x | (read m l u g r; echo $u $g)"]);
+    assert_eq!((st, out.as_str()), (0, "0 0\n"));
+}
+
+#[test]
+fn writes_go_where_the_view_says() {
+    let t = setup!(true);
+    let (st, out) = run_cmd(
+        &t.layout,
+        &["/bin/sh", "-c", "mkdir /new && echo hi > /new/f && touch /etc/t && cat /new/f && rm /etc/t && ls /etc"],
+    );
+    assert_eq!(st, 0, "{out}");
+    assert_eq!(out, "hi\nabs\nx\n");
+    let up = t.layout.upper.as_ref().unwrap();
+    assert_eq!(std::fs::read_to_string(up.join("new/f")).unwrap(), "hi\n");
+    assert!(!t.root.join("new").exists() && !t.root.join("etc/t").exists());
+}
+
+#[test]
+fn sigterm_to_the_tracer_reaches_the_child() {
+    let t = setup!(false);
+    let me = std::process::id() as i32;
+    let killer = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+        // SAFETY: signals this process; the forwarding handler is installed by run.
+        unsafe { libc::kill(me, libc::SIGTERM) };
+    });
+    let (st, _) = run_cmd(&t.layout, &["/bin/sleep", "5"]);
+    killer.join().unwrap();
+    assert_eq!(st, 128 + libc::SIGTERM as u8);
+}
