@@ -225,3 +225,73 @@ fn sigterm_to_the_tracer_reaches_the_child() {
     killer.join().unwrap();
     assert_eq!(st, 128 + libc::SIGTERM as u8);
 }
+
+const PROG: &str = r#"
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+static void *worker(void *a) {
+    struct stat st;
+    for (int i = 0; i < 200; i++)
+        if (stat("/etc/x", &st) != 0) { perror("stat"); exit(3); }
+    return a;
+}
+int main(int argc, char **argv) {
+    char exe[4096] = {0};
+    if (readlink("/proc/self/exe", exe, sizeof exe - 1) < 0) return 4;
+    printf("%s %s %d\n", argv[0], exe, argc);
+    pthread_t t[4];
+    for (int i = 0; i < 4; i++) pthread_create(&t[i], 0, worker, 0);
+    for (int i = 0; i < 4; i++) pthread_join(t[i], 0);
+    fflush(stdout);
+    pid_t p = fork();
+    if (p == 0) { execl("/bin/cat", "cat", "/etc/x", (char *)0); _exit(5); }
+    int st; waitpid(p, &st, 0);
+    return WEXITSTATUS(st);
+}
+"#;
+
+/// Adds a dynamic program (/usr/bin/prog) with its libraries to the tree; false without gcc.
+fn add_dynamic(t: &Tree) -> bool {
+    let src = t.layout.private.join("prog.c");
+    std::fs::write(&src, PROG).unwrap();
+    let bin = t.root.join("usr/bin/prog");
+    let ok = std::process::Command::new("gcc")
+        .args(["-O1", "-pthread", "-o"])
+        .arg(&bin)
+        .arg(&src)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!required(), "gcc is required");
+        return false;
+    }
+    let ldd = std::process::Command::new("ldd").arg(&bin).output().unwrap();
+    for l in String::from_utf8_lossy(&ldd.stdout).lines() {
+        let lib = l.split_whitespace().find(|w| w.starts_with('/'));
+        if let Some(lib) = lib {
+            let dst = t.root.join(lib.trim_start_matches('/'));
+            std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+            std::fs::copy(lib, &dst).unwrap();
+        }
+    }
+    chmod_tree(&t.root);
+    true
+}
+
+#[test]
+fn dynamic_threaded_program_runs_through_the_image_loader() {
+    let t = setup!(false);
+    if !add_dynamic(&t) {
+        return;
+    }
+    let (st, out) = run_cmd(&t.layout, &["/usr/bin/prog", "a"]);
+    assert_eq!(st, 0, "{out}");
+    assert_eq!(out, "/usr/bin/prog /usr/bin/prog 2\nin the lower\n");
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "cd /usr && bin/prog"]);
+    assert_eq!((st, out.as_str()), (0, "bin/prog /usr/bin/prog 1\nin the lower\n"));
+}
