@@ -131,6 +131,16 @@ struct BindE {
     proc_: bool,
 }
 
+/// An upper layer lookup. Cached between the View's own writes: the upper layer changes only
+/// through calls the View resolved (each of which clears this), and the names it handed the
+/// kernel to create, remove or rename are `volatile` for good: the kernel acts on them after
+/// `resolve` returned, possibly after another thread's lookup.
+struct UEnt {
+    wh: bool,
+    kind: K,
+    opaque: Option<bool>,
+}
+
 struct LowerEnt {
     kind: K,
     target: Option<Box<[u8]>>,
@@ -158,6 +168,10 @@ pub struct View {
     pending_opaque: HashSet<Vec<u8>>,
     /// Merged directory listings: guest path -> (number under private/ls, upper dir's stamp).
     opaque_cache: HashMap<(u64, u64, i64, i64), bool>,
+    upper_cache: HashMap<Box<[u8]>, UEnt>,
+    volatile: HashSet<Vec<u8>>,
+    /// The walk passed a volatile name: nothing below it is cached.
+    walk_volatile: bool,
     listings: HashMap<Vec<u8>, (u64, (i64, i64, i64, i64, u64))>,
     listing_guest: HashMap<u64, Vec<u8>>,
     next_listing: u64,
@@ -220,6 +234,9 @@ impl View {
             lower_cache: HashMap::new(),
             pending_opaque: HashSet::new(),
             opaque_cache: HashMap::new(),
+            upper_cache: HashMap::new(),
+            volatile: HashSet::new(),
+            walk_volatile: false,
             listings: HashMap::new(),
             listing_guest: HashMap::new(),
             next_listing: 0,
@@ -246,7 +263,11 @@ impl View {
                 Err(e) => return Outcome::Fail(e),
             },
         };
-        self.finish(fin, op, path.last() == Some(&b'/'))
+        let o = self.finish(fin, op, path.last() == Some(&b'/'));
+        if op != Op::Read {
+            self.upper_cache.clear();
+        }
+        o
     }
 
     /// Loads `rest` with the guest path to walk; Err: the base is outside the guest and the
@@ -280,6 +301,7 @@ impl View {
     fn reset_root(&mut self) {
         self.levels.clear();
         self.guest.clear();
+        self.walk_volatile = false;
         let m = self.root_mnt();
         self.levels.push(Lvl { start: 0, mnt: m });
     }
@@ -512,22 +534,44 @@ impl View {
                 let mut n = missing;
                 let mut opaque = false;
                 let mut ust = None;
+                let mut cached_opaque = None;
                 if pu {
-                    self.host_of(Src::Upper, glen);
-                    match sys::lstat_at(libc::AT_FDCWD, &self.hbuf) {
-                        Ok(st) if sys::is_whiteout(&st) => n.wh = true,
-                        Ok(st) => {
-                            n.upper = sys::kind_of(&st);
-                            ust = Some(st);
+                    if !self.volatile.is_empty() && self.volatile.contains(&self.guest[..]) {
+                        self.walk_volatile = true;
+                    }
+                    let cacheable = !self.walk_volatile;
+                    match self.upper_cache.get(&self.guest[..]) {
+                        Some(e) if cacheable => {
+                            n.wh = e.wh;
+                            n.upper = e.kind;
+                            cached_opaque = e.opaque;
                         }
-                        Err(libc::ENOENT) => {}
-                        Err(e) => return Err(e),
+                        _ => {
+                            self.host_of(Src::Upper, glen);
+                            match sys::lstat_at(libc::AT_FDCWD, &self.hbuf) {
+                                Ok(st) if sys::is_whiteout(&st) => n.wh = true,
+                                Ok(st) => {
+                                    n.upper = sys::kind_of(&st);
+                                    ust = Some(st);
+                                }
+                                Err(libc::ENOENT) => {}
+                                Err(e) => return Err(e),
+                            }
+                            if cacheable {
+                                if self.upper_cache.len() > 100_000 {
+                                    self.upper_cache.clear();
+                                }
+                                self.upper_cache.insert(self.guest[..].into(), UEnt { wh: n.wh, kind: n.upper, opaque: None });
+                            }
+                        }
                     }
                 }
                 if pl && !n.wh {
                     n.lower = self.lower_ent(glen)?;
                 }
-                if let (K::Dir, K::Dir, Some(st)) = (n.upper, n.lower, ust) {
+                if let (K::Dir, K::Dir, Some(o)) = (n.upper, n.lower, cached_opaque) {
+                    opaque = o;
+                } else if let (K::Dir, K::Dir, Some(st)) = (n.upper, n.lower, ust) {
                     // Opacity only matters over a lower dir. Setting the xattr changes the
                     // ctime, so (inode, ctime) keys it without a getxattr each time.
                     let key = (st.st_dev, st.st_ino, st.st_ctime, st.st_ctime_nsec);
@@ -538,11 +582,15 @@ impl View {
                             let o = self.is_opaque();
                             if self.opaque_cache.len() > 100_000 {
                                 self.opaque_cache.clear();
+        self.upper_cache.clear();
                             }
                             self.opaque_cache.insert(key, o);
                             o
                         }
                     };
+                    if let Some(e) = self.upper_cache.get_mut(&self.guest[..]) {
+                        e.opaque = Some(opaque);
+                    }
                 }
                 if n.upper != K::Missing {
                     n.kind = n.upper;
@@ -591,6 +639,7 @@ impl View {
     fn set_opaque(&mut self) -> bool {
         // Within one ctime tick of a cached lookup the key would not change.
         self.opaque_cache.clear();
+        self.upper_cache.clear();
         let r = unsafe {
             libc::lsetxattr(self.hbuf.as_ptr().cast(), OPAQUE_XATTR.as_ptr().cast(), b"y".as_ptr().cast(), 1, 0)
         };
@@ -605,7 +654,9 @@ impl View {
         to: (&Base, &[u8]),
         flags: u32,
     ) -> (Outcome, Outcome) {
-        self.rename_impl(from, to, flags)
+        let r = self.rename_impl(from, to, flags);
+        self.upper_cache.clear();
+        r
     }
 
     /// The guest path of a host path (for getcwd, readlink of /proc/PID/{cwd,fd/N,exe,root},

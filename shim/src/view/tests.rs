@@ -244,13 +244,18 @@ fn view_union_opaque_and_shadow() {
     assert_eq!(t.read("/usr/lib/x/libc.so"), t.h("lower/usr/lib/x/libc.so"));
     let c = std::ffi::CString::new(t.root.join("upper/usr/lib/x").as_os_str().as_encoded_bytes()).unwrap();
     assert_eq!(unsafe { libc::lsetxattr(c.as_ptr(), c"user.overlay.opaque".as_ptr(), b"y".as_ptr().cast(), 1, 0) }, 0);
+    // The upper layer changed behind the view's back (its lookups are cached between its own
+    // writes): as when a `--write=DIR` layer is used again by a new task.
+    t.view = View::new(t.view.layout().clone());
     assert_eq!(t.read("/usr/lib/x/libc.so"), Outcome::Fail(libc::ENOENT));
     assert_eq!(t.read("/usr/lib/x/only"), t.h("upper/usr/lib/x/only"));
     // A symlink in upper shadowing a lower dir.
     symlink("/etc", t.root.join("upper/home")).unwrap();
+    t.view = View::new(t.view.layout().clone());
     assert_eq!(t.read("/home/passwd"), t.h("lower/etc/passwd"));
     // A hostile chain in upper stays inside.
     symlink("../../../../../../../../../../etc", t.root.join("upper/esc")).unwrap();
+    t.view = View::new(t.view.layout().clone());
     assert_eq!(t.read("/esc/passwd"), t.h("lower/etc/passwd"));
     // guest_path of upper paths.
     assert_eq!(t.view.guest_path(&t.root.join("upper/usr/lib")).unwrap(), Path::new("/usr/lib"));
@@ -328,4 +333,30 @@ fn view_bench() {
             println!("upper={upper} {path}: {ns:.0} ns");
         }
     }
+}
+
+/// The upper lookups cached across reads must not survive the kernel's own changes to names
+/// the view handed it.
+#[test]
+fn view_union_cache_follows_kernel_writes() {
+    let mut t = mk(true, |_| vec![]);
+    assert_eq!(t.read("/usr/lib/x/libc.so"), t.h("lower/usr/lib/x/libc.so"));
+    // mkdir by the kernel of a name the view handed out, then a file in it.
+    assert_eq!(t.r("/usr/d", true, Op::Create), t.h("upper/usr/d"));
+    assert_eq!(t.read("/usr/d/f"), Outcome::Fail(libc::ENOENT)); // before the kernel ran
+    fs::create_dir(t.root.join("upper/usr/d")).unwrap();
+    fs::write(t.root.join("upper/usr/d/f"), "").unwrap();
+    assert_eq!(t.read("/usr/d/f"), t.h("upper/usr/d/f"));
+    // Renamed by the kernel (upper-only): the old name is gone, the new one is there.
+    let b = t.root.join("lower");
+    let base = Base { host_dir: &b, tid: 1 };
+    assert_eq!(t.view.rename((&base, b"/usr/d"), (&base, b"/usr/e"), 0), (t.h("upper/usr/d"), t.h("upper/usr/e")));
+    assert_eq!(t.read("/usr/d/f"), t.h("upper/usr/d/f")); // before the kernel ran
+    fs::rename(t.root.join("upper/usr/d"), t.root.join("upper/usr/e")).unwrap();
+    assert_eq!(t.read("/usr/d/f"), Outcome::Fail(libc::ENOENT));
+    assert_eq!(t.read("/usr/e/f"), t.h("upper/usr/e/f"));
+    // Unlinked by the kernel.
+    assert_eq!(t.r("/usr/e/f", false, Op::Remove { dir: false }), t.h("upper/usr/e/f"));
+    fs::remove_file(t.root.join("upper/usr/e/f")).unwrap();
+    assert_eq!(t.read("/usr/e/f"), Outcome::Fail(libc::ENOENT));
 }

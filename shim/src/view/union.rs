@@ -145,6 +145,7 @@ impl View {
                             self.pending_opaque.insert(self.guest.clone());
                         }
                     }
+                    self.volatile.insert(self.guest.clone());
                     self.host_out(Src::Upper, slash)
                 }
                 _ => match n.src {
@@ -171,6 +172,7 @@ impl View {
                 let g = self.guest.len();
                 if !dir {
                     if n.lower == K::Missing {
+                        self.volatile.insert(self.guest.clone());
                         return self.host_out(Src::Upper, false);
                     }
                     if let Err(e) = self.copy_up(self.parent_len()) {
@@ -424,6 +426,8 @@ impl View {
         let from_upper_only = fnode.lower == K::Missing;
         if flags & EXCHANGE != 0 {
             if from_upper_only && tnode.lower == K::Missing {
+                self.volatile.insert(fguest.clone());
+                self.volatile.insert(self.guest.clone());
                 let tout = self.host_out(Src::Upper, false);
                 return (Outcome::Host(fout), tout);
             }
@@ -435,6 +439,7 @@ impl View {
         // Prepare the destination: parents in upper, no whiteout, no upper dir full of
         // whiteouts (the kernel would find it not empty).
         let tg = self.guest.len();
+        let tguest = self.guest.clone();
         if let Err(e) = self.copy_up(self.parent_len()) {
             return fail(e);
         }
@@ -458,6 +463,8 @@ impl View {
             self.set_opaque();
         }
         if from_upper_only {
+            self.volatile.insert(fguest.clone());
+            self.volatile.insert(tguest);
             self.forget_listing();
             return (Outcome::Host(fout), Outcome::Host(PathBuf::from(OsStr::from_bytes(&th))));
         }
