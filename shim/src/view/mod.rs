@@ -3,6 +3,31 @@
 //! The tracer calls [`View::resolve`] with what a traced system call asked for and gets back
 //! what to hand the kernel instead: a host path, an error, or a result the view produced
 //! itself (an emulated call: a deletion recorded as a whiteout, a rename refused with EXDEV).
+//!
+//! Notes for the tracer (the interface is unchanged):
+//! - `link(old, new)`: resolve `old` with [`Op::Modify`], not `Read`: the image's file is then
+//!   copied up (as overlayfs does) instead of hard-linked into the upper layer, where writes
+//!   through the new name would change the shared image.
+//! - `Op::Create` cannot tell `mkdir` from `open(O_CREAT)`: an existing directory gives
+//!   EEXIST, an existing file of the image is copied up (O_CREAT opens it; `symlink`/`mknod`
+//!   then fail with EEXIST on the upper copy). A directory made over a whiteout of an image
+//!   directory is marked opaque when next looked up (or when the View is dropped).
+//! - While a View lives, its upper layer must change only through calls it resolved: upper
+//!   lookups are cached between its own writes (names it handed the kernel to create, remove
+//!   or rename are never cached, since the kernel acts on them after `resolve` returns).
+//!   Binds are never cached (host processes change them); the lower layer always is.
+//! - Under a bind of a procfs (`/proc`), names go to the kernel unresolved, so magic links
+//!   (`fd/N`, `cwd`, `exe`) are followed by the kernel in the tracee, except `self` and
+//!   `thread-self` (rewritten to `TID`, `TID/task/TID`: the tracer's own otherwise) and
+//!   `PID/root` (the guest's `/`).
+//! - A bind's guest path missing from the image appears as a directory (`private/mnt/...`)
+//!   holding the bind points; writes there fail with EROFS.
+//! - Rename out of the image (a file or symlink) is done by the view: `(Done(0), Done(0))`;
+//!   of an image directory, EXDEV (`mv` copies); between different binds or a bind and the
+//!   union, EXDEV.
+//! - The opaque marker is the xattr `user.overlay.opaque` (ext4 and tmpfs take user xattrs
+//!   from an ordinary user; checked here as `lpmxtest` on ext4 /tmp); no `.wh..wh..opq`
+//!   fallback.
 
 use std::collections::{HashMap, HashSet};
 use std::ffi::OsStr;
@@ -714,5 +739,21 @@ impl View {
     /// `Layout::private`). None: the kernel's listing of `host` is right as it is.
     pub fn listing(&mut self, host: &Path) -> Option<PathBuf> {
         self.listing_impl(host)
+    }
+}
+
+impl Drop for View {
+    /// Directories made over whiteouts but never looked up again still hide the image's:
+    /// the layer may be used next by namespace mode's overlayfs.
+    fn drop(&mut self) {
+        for g in std::mem::take(&mut self.pending_opaque) {
+            self.guest.clear();
+            self.guest.extend_from_slice(&g);
+            let gl = self.guest.len();
+            self.host_of(Src::Upper, gl);
+            if matches!(sys::lstat_at(libc::AT_FDCWD, &self.hbuf), Ok(st) if sys::kind_of(&st) == K::Dir) {
+                self.set_opaque();
+            }
+        }
     }
 }

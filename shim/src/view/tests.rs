@@ -360,3 +360,34 @@ fn view_union_cache_follows_kernel_writes() {
     fs::remove_file(t.root.join("upper/usr/e/f")).unwrap();
     assert_eq!(t.read("/usr/e/f"), Outcome::Fail(libc::ENOENT));
 }
+
+#[test]
+fn view_opaque_on_drop() {
+    let mut t = mk(true, |_| vec![]);
+    assert_eq!(t.r("/usr/lib/x", true, Op::Remove { dir: true }), Outcome::Fail(libc::ENOTEMPTY));
+    assert_eq!(t.r("/usr/lib/x/libc.so", false, Op::Remove { dir: false }), Outcome::Done(0));
+    assert_eq!(t.r("/usr/lib/x", false, Op::Remove { dir: true }), Outcome::Done(0));
+    assert_eq!(t.r("/usr/lib/x", true, Op::Create), t.h("upper/usr/lib/x"));
+    fs::create_dir(t.root.join("upper/usr/lib/x")).unwrap();
+    let v = std::mem::replace(&mut t.view, View::new(lay(&t.root, true, vec![])));
+    drop(v);
+    assert_eq!(xattr(&t.root.join("upper/usr/lib/x")), Some(b"y".to_vec()));
+}
+
+#[test]
+fn view_rename_dir_over_lower_dir_and_exchange() {
+    let mut t = mk(true, |_| vec![]);
+    let b = t.root.join("lower");
+    let base = Base { host_dir: &b, tid: 1 };
+    fs::create_dir_all(t.root.join("lower/opt/e")).unwrap();
+    t.view = View::new(t.view.layout().clone());
+    assert_eq!(t.r("/newd", true, Op::Create), t.h("upper/newd"));
+    fs::create_dir(t.root.join("upper/newd")).unwrap();
+    // Over a non-empty lower dir: ENOTEMPTY; over an empty one: the moved dir hides it.
+    assert_eq!(t.view.rename((&base, b"/newd"), (&base, b"/usr/lib"), 0), (Outcome::Fail(libc::ENOTEMPTY), Outcome::Fail(libc::ENOTEMPTY)));
+    assert_eq!(t.view.rename((&base, b"/newd"), (&base, b"/opt/e"), 0), (t.h("upper/newd"), t.h("upper/opt/e")));
+    assert_eq!(xattr(&t.root.join("upper/newd")), Some(b"y".to_vec()));
+    assert_eq!(t.view.rename((&base, b"/etc/passwd"), (&base, b"/usr/bin/sh"), 2), (Outcome::Fail(libc::EXDEV), Outcome::Fail(libc::EXDEV)));
+    assert_eq!(t.view.rename((&base, b"/usr"), (&base, b"/usr/lib/z"), 0).0, Outcome::Fail(libc::EINVAL));
+    assert_eq!(t.view.rename((&base, b"/usr"), (&base, b"/usr2"), 0).0, Outcome::Fail(libc::EXDEV));
+}
