@@ -149,6 +149,10 @@ struct Fin {
     must_dir: bool,
 }
 
+/// A directory's (mtime, mtime ns, ctime, ctime ns, inode): a listing built before it
+/// changed no longer holds.
+type Stamp = (i64, i64, i64, i64, u64);
+
 struct BindE {
     guest: Vec<u8>, // "" for "/"
     host: Vec<u8>,
@@ -194,10 +198,11 @@ pub struct View {
     /// Merged directory listings: guest path -> (number under private/ls, upper dir's stamp).
     opaque_cache: HashMap<(u64, u64, i64, i64), bool>,
     upper_cache: HashMap<Box<[u8]>, UEnt>,
+    made_virtual: HashSet<Vec<u8>>,
     volatile: HashSet<Vec<u8>>,
     /// The walk passed a volatile name: nothing below it is cached.
     walk_volatile: bool,
-    listings: HashMap<Vec<u8>, (u64, (i64, i64, i64, i64, u64))>,
+    listings: HashMap<Vec<u8>, (u64, Stamp)>,
     listing_guest: HashMap<u64, Vec<u8>>,
     next_listing: u64,
     // Scratch buffers reused across calls.
@@ -260,6 +265,7 @@ impl View {
             pending_opaque: HashSet::new(),
             opaque_cache: HashMap::new(),
             upper_cache: HashMap::new(),
+            made_virtual: HashSet::new(),
             volatile: HashSet::new(),
             walk_volatile: false,
             listings: HashMap::new(),
@@ -692,8 +698,11 @@ impl View {
         let mut best: Option<(usize, Vec<u8>)> = None;
         let mut consider = |root: &[u8], guest: &[u8]| {
             let r: &[u8] = if root == b"/" { b"" } else { root };
-            if h.starts_with(r) && (h.len() == r.len() || h[r.len()] == b'/') {
-                if best.as_ref().is_none_or(|(l, _)| r.len() >= *l) {
+            if h.starts_with(r)
+                && (h.len() == r.len() || h[r.len()] == b'/')
+                && best.as_ref().is_none_or(|(l, _)| r.len() >= *l)
+            {
+                {
                     let mut g = guest.to_vec();
                     let tail = &h[r.len()..];
                     g.extend_from_slice(tail);

@@ -312,7 +312,11 @@ impl View {
 
     /// Creates the directory standing for a virtual one, with its bind points, on demand.
     fn make_virtual(&mut self) {
+        if self.made_virtual.contains(&self.guest) {
+            return;
+        }
         let g = self.guest.clone();
+        self.made_virtual.insert(g.clone());
         let mut d = self.private_root.clone();
         d.extend_from_slice(b"/mnt");
         d.extend_from_slice(&g);
