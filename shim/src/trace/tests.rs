@@ -295,3 +295,75 @@ fn dynamic_threaded_program_runs_through_the_image_loader() {
     let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "cd /usr && bin/prog"]);
     assert_eq!((st, out.as_str()), (0, "bin/prog /usr/bin/prog 1\nin the lower\n"));
 }
+
+const BENCH: &str = r#"
+#include <stdio.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+static double now(void) { struct timespec t; clock_gettime(CLOCK_MONOTONIC, &t); return t.tv_sec * 1e9 + t.tv_nsec; }
+int main(int argc, char **argv) {
+    const char *p = argc > 1 ? argv[1] : "/etc/x";
+    int n = 20000; struct stat st; double t0 = now();
+    for (int i = 0; i < n; i++) getppid();
+    double t1 = now();
+    for (int i = 0; i < n; i++) stat(p, &st);
+    double t2 = now();
+    printf("getppid %.0f ns, stat %.0f ns\n", (t1 - t0) / n, (t2 - t1) / n);
+    return 0;
+}
+"#;
+
+/// `cargo test -p lpmx-shim trace::tests::bench -- --ignored --nocapture`: per-call costs
+/// natively and traced, and the time of `true`.
+#[test]
+#[ignore]
+fn bench() {
+    let t = setup!(false);
+    let src = t.layout.private.join("bench.c");
+    std::fs::write(&src, BENCH).unwrap();
+    let bin = t.root.join("usr/bin/bench");
+    assert!(std::process::Command::new("gcc").args(["-O2", "-static", "-o"]).arg(&bin).arg(&src).status().unwrap().success());
+    chmod_tree(&t.root);
+    let native = std::process::Command::new(&bin).arg(t.root.join("etc/x")).output().unwrap();
+    println!("native: {}", String::from_utf8_lossy(&native.stdout).trim());
+    // /etc/x is rewritten (two stops), /dev/null passes unchanged through a bind (one).
+    for arg in ["/etc/x", "/dev/null"] {
+        let (_, out) = run_cmd(&t.layout, &["/usr/bin/bench", arg]);
+        println!("traced ({arg}): {}", out.trim());
+    }
+    for argv in [&["/bin/true"][..], &["/bin/sh", "-c", "true"]] {
+        let n = 50;
+        let t0 = std::time::Instant::now();
+        for _ in 0..n {
+            assert_eq!(run_cmd(&t.layout, argv).0, 0);
+        }
+        println!("{argv:?} traced: {:?} each", t0.elapsed() / n);
+    }
+    let t0 = std::time::Instant::now();
+    for _ in 0..50 {
+        std::process::Command::new(t.root.join("bin/busybox")).arg("true").status().unwrap();
+    }
+    println!("busybox true native: {:?} each", t0.elapsed() / 50);
+}
+
+#[test]
+fn stopped_processes_stay_stopped_until_continued() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(
+        &t.layout,
+        &["/bin/sh", "-c", "p=$$; (sleep 0.3; echo cont; kill -CONT $p) & kill -STOP $p; echo resumed; wait"],
+    );
+    assert_eq!((st, out.as_str()), (0, "cont\nresumed\n"));
+}
+
+#[test]
+fn chroot_is_refused() {
+    let t = setup!(true);
+    let (st, out) = run_cmd(
+        &t.layout,
+        &["/bin/sh", "-c", "chroot / /bin/true 2>/dev/null || echo refused"],
+    );
+    assert_eq!(st, 0, "{out}");
+    assert_eq!(out, "refused\n");
+}
