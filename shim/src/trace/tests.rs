@@ -367,3 +367,47 @@ fn chroot_is_refused() {
     assert_eq!(st, 0, "{out}");
     assert_eq!(out, "refused\n");
 }
+
+const SOCK: &str = r#"
+#include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+int main(int argc, char **argv) {
+    struct sockaddr_un a = {0};
+    a.sun_family = AF_UNIX;
+    strcpy(a.sun_path, argv[1]);
+    int s = socket(AF_UNIX, SOCK_STREAM, 0), c = socket(AF_UNIX, SOCK_STREAM, 0);
+    if (bind(s, (void *)&a, sizeof a) || listen(s, 1)) { perror("bind"); return 1; }
+    if (connect(c, (void *)&a, sizeof a)) { perror("connect"); return 2; }
+    puts("connected");
+    return 0;
+}
+"#;
+
+#[test]
+fn unix_sockets_bind_and_connect_in_the_guest() {
+    let mut t = setup!(true);
+    let src = t.layout.private.join("sock.c");
+    std::fs::write(&src, SOCK).unwrap();
+    let bin = t.root.join("usr/bin/sock");
+    let ok = std::process::Command::new("gcc").args(["-static", "-o"]).arg(&bin).arg(&src).status().is_ok_and(|s| s.success());
+    if !ok {
+        assert!(!required(), "gcc (with static glibc) is required");
+        return;
+    }
+    chmod_tree(&t.root);
+    let (st, out) = run_cmd(&t.layout, &["/usr/bin/sock", "/tmp/s"]);
+    assert_eq!((st, out.as_str()), (0, "connected\n"));
+    let up = t.layout.upper.clone().unwrap();
+    assert!(up.join("tmp/s").exists() && !t.root.join("tmp/s").exists());
+    // A host path longer than sun_path: reached through a short link in Layout::private.
+    let deep = up.join("d".repeat(60)).join("e".repeat(60));
+    std::fs::create_dir_all(&deep).unwrap();
+    chmod_tree(&up);
+    t.layout.binds.push(Bind { guest: "/deep".into(), host: deep.clone(), ro: false });
+    let (st, out) = run_cmd(&t.layout, &["/usr/bin/sock", "/deep/s"]);
+    assert_eq!((st, out.as_str()), (0, "connected\n"));
+    assert!(deep.join("s").exists());
+}
