@@ -22,6 +22,7 @@ mod tests;
 
 use std::collections::HashMap;
 use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::sync::Mutex;
@@ -95,14 +96,14 @@ pub fn run(layout: &Layout, child: impl FnOnce() -> u8) -> Result<u8, Error> {
     }
     close(go[0]);
     close(status[1]);
+    // SAFETY: the descriptors are this function's own, closed nowhere else from here on.
+    let (go_w, status_r) = unsafe { (OwnedFd::from_raw_fd(go[1]), OwnedFd::from_raw_fd(status[0])) };
     let fail = |e: Error| {
         // SAFETY: the child is ours; reap it so no zombie stays.
         unsafe {
             libc::kill(pid, libc::SIGKILL);
             libc::waitpid(pid, std::ptr::null_mut(), libc::__WALL);
         }
-        close(go[1]);
-        close(status[0]);
         Err(e)
     };
     if let Err(source) = sys::seize(pid) {
@@ -110,15 +111,15 @@ pub fn run(layout: &Layout, child: impl FnOnce() -> u8) -> Result<u8, Error> {
     }
     let b = 1u8;
     // SAFETY: writes a local byte.
-    if unsafe { libc::write(go[1], (&b as *const u8).cast(), 1) } != 1 {
+    if unsafe { libc::write(go_w.as_raw_fd(), (&b as *const u8).cast(), 1) } != 1 {
         return fail(os("shim: start the command"));
     }
-    close(go[1]);
+    drop(go_w);
     let mut code = [0u8; 4];
     let mut got = 0;
     while got < 4 {
         // SAFETY: reads into the rest of a local buffer.
-        let n = unsafe { libc::read(status[0], code[got..].as_mut_ptr().cast(), 4 - got) };
+        let n = unsafe { libc::read(status_r.as_raw_fd(), code[got..].as_mut_ptr().cast(), 4 - got) };
         if n < 0 && io::Error::last_os_error().raw_os_error() == Some(libc::EINTR) {
             continue;
         }
@@ -127,7 +128,7 @@ pub fn run(layout: &Layout, child: impl FnOnce() -> u8) -> Result<u8, Error> {
         }
         got += n as usize;
     }
-    close(status[0]);
+    drop(status_r);
     if got < 4 {
         return fail(Error::Setup("shim: the command's process died before its filter was in place".into()));
     }
@@ -242,7 +243,6 @@ struct Thread {
 /// One traced process (thread group).
 #[derive(Default)]
 struct Proc {
-    threads: usize,
     /// What /proc/PID/exe says in the guest (the program, not the loader that runs it).
     exe: Option<PathBuf>,
     /// The working directory's host path and the tracer's generation it was read in.
@@ -288,7 +288,7 @@ impl Tracer {
             path_buf: Vec::with_capacity(4096),
         };
         t.threads.insert(main, Thread { tgid: main, ..Thread::default() });
-        t.procs.insert(main, Proc { threads: 1, ..Proc::default() });
+        t.procs.insert(main, Proc::default());
         t
     }
 
@@ -360,12 +360,12 @@ impl Tracer {
         }
     }
 
+    /// A process's state goes with its last thread. Counted by membership rather than by a
+    /// counter: a multi-threaded exec reports the other threads' exits around its own event
+    /// in no fixed order.
     fn leave(&mut self, tgid: i32) {
-        if let Some(p) = self.procs.get_mut(&tgid) {
-            p.threads = p.threads.saturating_sub(1);
-            if p.threads == 0 {
-                self.procs.remove(&tgid);
-            }
+        if !self.threads.values().any(|t| t.tgid == tgid) {
+            self.procs.remove(&tgid);
         }
     }
 
@@ -381,8 +381,7 @@ impl Tracer {
             }
         };
         self.threads.insert(tid, Thread { tgid, ..Thread::default() });
-        if let Some(p) = self.procs.get_mut(&tgid) {
-            p.threads += 1;
+        if self.procs.contains_key(&tgid) {
             return;
         }
         let parent_tgid = parent.and_then(|p| self.threads.get(&p)).map(|t| t.tgid);
@@ -390,7 +389,7 @@ impl Tracer {
             Some(p) => (p.exe.clone(), p.cwd.clone()),
             None => (None, None),
         };
-        self.procs.insert(tgid, Proc { threads: 1, exe, cwd });
+        self.procs.insert(tgid, Proc { exe, cwd });
     }
 
     fn new_task(&mut self, parent: i32, event: i32) {
@@ -406,31 +405,21 @@ impl Tracer {
     fn exec_done(&mut self, tid: i32) {
         // A thread other than the leader that execs takes the leader's tid; its state moves.
         let old = sys::event_msg(tid).map_or(tid, |m| m as i32);
-        let mut th = if old != tid {
-            let th = self.threads.remove(&old);
-            if let Some(leader) = self.threads.remove(&tid) {
-                self.leave(leader.tgid);
-            }
-            th.unwrap_or_default()
-        } else {
-            self.threads.remove(&tid).unwrap_or_default()
-        };
+        let mut th = self.threads.remove(&old).unwrap_or_default();
+        if old != tid {
+            self.threads.remove(&tid);
+        }
         th.pending = None;
         let exe = th.exec_exe.take();
-        let tgid = tid;
-        if th.tgid != tgid {
-            self.leave(th.tgid);
-            th.tgid = tgid;
-            self.procs.entry(tgid).or_default().threads += 1;
+        let prev = std::mem::replace(&mut th.tgid, tid);
+        self.threads.insert(tid, th);
+        if prev != tid {
+            self.leave(prev);
         }
-        let p = self.procs.entry(tgid).or_default();
-        if p.threads == 0 {
-            p.threads = 1;
-        }
+        let p = self.procs.entry(tid).or_default();
         if exe.is_some() {
             p.exe = exe;
         }
-        self.threads.insert(tid, th);
     }
 }
 
