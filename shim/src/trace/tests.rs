@@ -411,3 +411,47 @@ fn unix_sockets_bind_and_connect_in_the_guest() {
     assert_eq!((st, out.as_str()), (0, "connected\n"));
     assert!(deep.join("s").exists());
 }
+
+const SPAWN: &str = r#"
+#include <pthread.h>
+#include <spawn.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+extern char **environ;
+static void *execer(void *a) {
+    execl("/bin/cat", "cat", "/etc/x", (char *)0);
+    return a;
+}
+int main(int argc, char **argv) {
+    if (argc > 1 && strcmp(argv[1], "thread") == 0) {
+        pthread_t t;
+        pthread_create(&t, 0, execer, 0);
+        for (;;) pause();
+    }
+    pid_t p;
+    char *args[] = {"cat", "/data/b", 0};
+    if (posix_spawn(&p, "/bin/cat", 0, 0, args, environ)) return 2;
+    int st;
+    waitpid(p, &st, 0);
+    return WEXITSTATUS(st);
+}
+"#;
+
+#[test]
+fn posix_spawn_and_exec_from_a_thread() {
+    let t = setup!(false);
+    if !add_dynamic(&t) {
+        return;
+    }
+    let src = t.layout.private.join("spawn.c");
+    std::fs::write(&src, SPAWN).unwrap();
+    let bin = t.root.join("usr/bin/spawn");
+    assert!(std::process::Command::new("gcc").args(["-pthread", "-o"]).arg(&bin).arg(&src).status().unwrap().success());
+    chmod_tree(&t.root);
+    let (st, out) = run_cmd(&t.layout, &["/usr/bin/spawn"]);
+    assert_eq!((st, out.as_str()), (0, "bound file\n"));
+    let (st, out) = run_cmd(&t.layout, &["/usr/bin/spawn", "thread"]);
+    assert_eq!((st, out.as_str()), (0, "in the lower\n"));
+}
