@@ -11,6 +11,19 @@
 //! call restarted after a signal handler must also see the guest's arguments again). Calls
 //! the tracer answers itself (errors, getcwd, readlink of /proc/PID/exe) and calls whose
 //! path needs no change cost one.
+//!
+//! Known limits:
+//! - New strings go below the tracee's stack pointer. Since Linux 6.5 a write by another
+//!   process does not grow a stack mapping, so a main thread whose stack pointer sits at the
+//!   very bottom of its (grown) stack makes the call fail EFAULT; threads' stacks and stacks
+//!   within the 128 KiB the kernel maps at exec are unaffected.
+//! - A process that made another with CLONE_FS but not CLONE_THREAD (rare) shares a working
+//!   directory the tracer caches per process: after the other's chdir, its relative paths
+//!   start from the old one until its own next chdir.
+//! - Other ABIs than x86_64 (i386 by int 0x80) are killed; x32 calls fail ENOSYS.
+//! - Paths coming back from the kernel are mapped for getcwd and readlink of /proc/PID/
+//!   {exe,cwd,root,fd/N} only: getsockname/accept of unix sockets, /proc/self/maps,
+//!   /proc/self/mountinfo still show host paths.
 
 mod calls;
 mod exec;
