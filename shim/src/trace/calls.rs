@@ -18,6 +18,9 @@ pub(super) struct Pending {
 #[derive(Clone, Copy)]
 pub(super) enum Post {
     None,
+    /// An mmap injected in place of the call (these registers) to get a scratch area when
+    /// the stack had no room: at its exit, the call is made to run again.
+    Mmap(Regs),
     /// Fakeroot: the user's own uid/gid in a `struct stat` (`statx: false`) or `struct statx`
     /// at this address read as 0.
     Stat { addr: u64, statx: bool },
@@ -58,6 +61,24 @@ const AT_FDCWD: i32 = libc::AT_FDCWD;
 const NOFOLLOW: u64 = libc::AT_SYMLINK_NOFOLLOW as u64;
 const FOLLOW: u64 = libc::AT_SYMLINK_FOLLOW as u64;
 const PATH_MAX: usize = 4096;
+/// Not an errno: the new strings need the process's scratch area, which it has not yet.
+pub(super) const NEED_SCRATCH: i32 = 0x7fff_0001;
+/// The fallback scratch area's size (anonymous memory: pages cost only when touched).
+const SCRATCH_SIZE: u64 = 1 << 20;
+
+#[cfg(test)]
+thread_local! {
+    /// Tests: act as if no stack had room, so the scratch area is used.
+    pub(super) static NO_STACK: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn stack_refused() -> bool {
+    #[cfg(test)]
+    if NO_STACK.with(|c| c.get()) {
+        return true;
+    }
+    false
+}
 
 impl Tracer {
     /// Handles a seccomp stop; returns how to resume the thread.
@@ -66,6 +87,18 @@ impl Tracer {
         let action = self.entry(tid, &regs);
         match action {
             Action::Allow => sys::PTRACE_CONT,
+            Action::Skip(v) if v == -(NEED_SCRATCH as i64) => {
+                let saved = regs;
+                regs.orig_rax = libc::SYS_mmap as u64;
+                let prot = (libc::PROT_READ | libc::PROT_WRITE) as u64;
+                let flags = (libc::MAP_PRIVATE | libc::MAP_ANONYMOUS) as u64;
+                sys::set_args(&mut regs, &[0, SCRATCH_SIZE, prot, flags, u64::MAX, 0]);
+                if sys::set_regs(tid, &regs).is_err() {
+                    return sys::PTRACE_CONT;
+                }
+                self.set_pending(tid, None, Post::Mmap(saved));
+                sys::PTRACE_SYSCALL
+            }
             Action::Skip(v) => {
                 if self.debug {
                     eprintln!("lpmx-shim: [{tid}] {} -> {v}", nr::name(regs.orig_rax));
@@ -104,6 +137,21 @@ impl Tracer {
         let Ok(mut regs) = sys::get_regs(tid) else { return };
         match p.post {
             Post::None => {}
+            Post::Mmap(mut saved) => {
+                let r = regs.rax as i64;
+                if !(-4095..0).contains(&r) {
+                    if let Some(pr) = self.procs.get_mut(&tgid) {
+                        pr.scratch = Some(r as u64);
+                    }
+                    // Back to the `syscall` instruction (2 bytes), to stop at it again.
+                    saved.rip -= 2;
+                    saved.rax = saved.orig_rax;
+                } else {
+                    saved.rax = r as u64;
+                }
+                let _ = sys::set_regs(tid, &saved);
+                return;
+            }
             Post::Stat { addr, statx } => {
                 if regs.rax == 0 {
                     self.fake_owner(tid, addr + if statx { 20 } else { 28 });
@@ -351,21 +399,48 @@ impl Tracer {
     /// registers at them; a descriptor argument becomes AT_FDCWD for an absolute path.
     fn rewrite(&self, tid: i32, regs: &Regs, changes: &[(usize, Option<usize>, Vec<u8>)]) -> Result<Regs, i32> {
         let total: usize = changes.iter().map(|c| (c.2.len() + 15) & !15).sum();
-        let base = (regs.rsp - 128 - total as u64) & !15;
-        let mut blob = Vec::with_capacity(total);
         let mut new = *regs;
-        for (arg, dfd, bytes) in changes {
-            sys::set_arg(&mut new, *arg, base + blob.len() as u64);
-            if let Some(d) = dfd {
-                if bytes.first() == Some(&b'/') {
-                    sys::set_arg(&mut new, *d, AT_FDCWD as i64 as u64);
+        self.place(tid, regs, total, |base| {
+            let mut blob = Vec::with_capacity(total);
+            for (arg, dfd, bytes) in changes {
+                sys::set_arg(&mut new, *arg, base + blob.len() as u64);
+                if let Some(d) = dfd {
+                    if bytes.first() == Some(&b'/') {
+                        sys::set_arg(&mut new, *d, AT_FDCWD as i64 as u64);
+                    }
                 }
+                blob.extend_from_slice(bytes);
+                blob.resize((blob.len() + 15) & !15, 0);
             }
-            blob.extend_from_slice(bytes);
-            blob.resize((blob.len() + 15) & !15, 0);
-        }
-        sys::write_mem(tid, base, &blob).map_err(|e| e.raw_os_error().unwrap_or(libc::EFAULT))?;
+            blob
+        })?;
         Ok(new)
+    }
+
+    /// Writes `total` bytes made by `build` for their address: below the stack pointer if
+    /// the stack has room there, else in the process's scratch area (NEED_SCRATCH: none yet).
+    /// Returns the address.
+    pub(super) fn place(&self, tid: i32, regs: &Regs, total: usize, mut build: impl FnMut(u64) -> Vec<u8>) -> Result<u64, i32> {
+        let errno = |e: std::io::Error| e.raw_os_error().unwrap_or(libc::EFAULT);
+        let stack = (regs.rsp - 128 - total as u64) & !15;
+        if !stack_refused() {
+            match sys::write_mem(tid, stack, &build(stack)).map_err(errno) {
+                Ok(()) => return Ok(stack),
+                // Since Linux 6.5 a remote write does not grow a stack: the area instead.
+                Err(libc::EFAULT | libc::EIO) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let tgid = self.threads.get(&tid).map_or(tid, |t| t.tgid);
+        let Some(area) = self.procs.get(&tgid).and_then(|p| p.scratch) else {
+            return Err(NEED_SCRATCH);
+        };
+        if total as u64 > SCRATCH_SIZE {
+            return Err(libc::E2BIG);
+        }
+        let base = (area + SCRATCH_SIZE - total as u64) & !15;
+        sys::write_mem(tid, base, &build(base)).map_err(errno)?;
+        Ok(base)
     }
 
     /// The host directory a relative path of this call starts from.

@@ -150,22 +150,25 @@ impl Tracer {
         strings.resize((strings.len() + 15) & !15, 0);
         let nptr = head.len() + rest.len() + 1;
         let total = strings.len() + nptr * 8;
-        let base = (regs.rsp - 128 - total as u64) & !15;
+        let build = |base: u64| {
+            let sbase = base + (nptr * 8) as u64;
+            let mut blob = Vec::with_capacity(total);
+            for o in &offsets {
+                let p = match o {
+                    Ok(off) => sbase + *off as u64,
+                    Err(orig_ptr) => *orig_ptr,
+                };
+                blob.extend_from_slice(&p.to_ne_bytes());
+            }
+            for p in rest {
+                blob.extend_from_slice(&p.to_ne_bytes());
+            }
+            blob.extend_from_slice(&0u64.to_ne_bytes());
+            blob.extend_from_slice(&strings);
+            blob
+        };
+        let base = self.place(tid, regs, total, build)?;
         let sbase = base + (nptr * 8) as u64;
-        let mut blob = Vec::with_capacity(total);
-        for o in &offsets {
-            let p = match o {
-                Ok(off) => sbase + *off as u64,
-                Err(orig_ptr) => *orig_ptr,
-            };
-            blob.extend_from_slice(&p.to_ne_bytes());
-        }
-        for p in rest {
-            blob.extend_from_slice(&p.to_ne_bytes());
-        }
-        blob.extend_from_slice(&0u64.to_ne_bytes());
-        blob.extend_from_slice(&strings);
-        sys::write_mem(tid, base, &blob).map_err(|e| e.raw_os_error().unwrap_or(libc::EFAULT))?;
         let mut new = *regs;
         sys::set_arg(&mut new, path_arg, sbase);
         sys::set_arg(&mut new, argv_arg, base);

@@ -14,9 +14,10 @@
 //!
 //! Known limits:
 //! - New strings go below the tracee's stack pointer. Since Linux 6.5 a write by another
-//!   process does not grow a stack mapping, so a main thread whose stack pointer sits at the
-//!   very bottom of its (grown) stack makes the call fail EFAULT; threads' stacks and stacks
-//!   within the 128 KiB the kernel maps at exec are unaffected.
+//!   process does not grow a stack mapping: where the stack has no room, the tracer injects
+//!   an mmap of a 1 MiB scratch area in the process (once; inherited by forks) and uses it.
+//!   Threads of a process share that area, so two threads both short of stack at the same
+//!   instant could clash (not seen in practice: threads' stacks are fixed mappings).
 //! - A process that made another with CLONE_FS but not CLONE_THREAD (rare) shares a working
 //!   directory the tracer caches per process: after the other's chdir, its relative paths
 //!   start from the old one until its own next chdir.
@@ -260,6 +261,8 @@ struct Proc {
     exe: Option<PathBuf>,
     /// The working directory's host path and the tracer's generation it was read in.
     cwd: Option<(PathBuf, u64)>,
+    /// An area the tracer mapped in the process for new strings when its stack had no room.
+    scratch: Option<u64>,
 }
 
 struct Tracer {
@@ -398,11 +401,12 @@ impl Tracer {
             return;
         }
         let parent_tgid = parent.and_then(|p| self.threads.get(&p)).map(|t| t.tgid);
-        let (exe, cwd) = match parent_tgid.and_then(|p| self.procs.get(&p)) {
-            Some(p) => (p.exe.clone(), p.cwd.clone()),
-            None => (None, None),
+        // A fork copies the parent's memory, the scratch area with it.
+        let (exe, cwd, scratch) = match parent_tgid.and_then(|p| self.procs.get(&p)) {
+            Some(p) => (p.exe.clone(), p.cwd.clone(), p.scratch),
+            None => (None, None, None),
         };
-        self.procs.insert(tgid, Proc { exe, cwd });
+        self.procs.insert(tgid, Proc { exe, cwd, scratch });
     }
 
     fn new_task(&mut self, parent: i32, event: i32) {
@@ -430,6 +434,7 @@ impl Tracer {
             self.leave(prev);
         }
         let p = self.procs.entry(tid).or_default();
+        p.scratch = None;
         if exe.is_some() {
             p.exe = exe;
         }

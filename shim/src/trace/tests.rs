@@ -88,8 +88,16 @@ fn chmod_tree(p: &Path) {
     }
 }
 
+/// Forwarded signals go to every run in progress: the test that sends one runs alone.
+static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
 /// Runs argv in the container; returns (status, stdout).
 fn run_cmd(layout: &Layout, argv: &[&str]) -> (u8, String) {
+    let _shared = ALONE.read().unwrap_or_else(|e| e.into_inner());
+    run_cmd_unlocked(layout, argv)
+}
+
+fn run_cmd_unlocked(layout: &Layout, argv: &[&str]) -> (u8, String) {
     let out = tempfile::NamedTempFile::new().unwrap();
     let fd = out.as_file().as_raw_fd();
     let args: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
@@ -215,13 +223,14 @@ fn writes_go_where_the_view_says() {
 #[test]
 fn sigterm_to_the_tracer_reaches_the_child() {
     let t = setup!(false);
+    let _alone = ALONE.write().unwrap_or_else(|e| e.into_inner());
     let me = std::process::id() as i32;
     let killer = std::thread::spawn(move || {
         std::thread::sleep(std::time::Duration::from_millis(500));
         // SAFETY: signals this process; the forwarding handler is installed by run.
         unsafe { libc::kill(me, libc::SIGTERM) };
     });
-    let (st, _) = run_cmd(&t.layout, &["/bin/sleep", "5"]);
+    let (st, _) = run_cmd_unlocked(&t.layout, &["/bin/sleep", "5"]);
     killer.join().unwrap();
     assert_eq!(st, 128 + libc::SIGTERM as u8);
 }
@@ -454,4 +463,13 @@ fn posix_spawn_and_exec_from_a_thread() {
     assert_eq!((st, out.as_str()), (0, "bound file\n"));
     let (st, out) = run_cmd(&t.layout, &["/usr/bin/spawn", "thread"]);
     assert_eq!((st, out.as_str()), (0, "in the lower\n"));
+}
+
+#[test]
+fn without_room_on_the_stack_a_mapped_area_is_used() {
+    let t = setup!(false);
+    super::calls::NO_STACK.with(|c| c.set(true));
+    let (st, out) = run_cmd(&t.layout, &["/bin/sh", "-c", "cat /etc/x; cd /etc && cat x; (cat /data/b)"]);
+    super::calls::NO_STACK.with(|c| c.set(false));
+    assert_eq!((st, out.as_str()), (0, "in the lower\nin the lower\nbound file\n"));
 }
