@@ -473,3 +473,13 @@ fn without_room_on_the_stack_a_mapped_area_is_used() {
     super::calls::NO_STACK.with(|c| c.set(false));
     assert_eq!((st, out.as_str()), (0, "in the lower\nin the lower\nbound file\n"));
 }
+
+#[test]
+fn proc_links_and_descriptor_relative_paths_are_guest_paths() {
+    let t = setup!(false);
+    let (st, out) = run_cmd(
+        &t.layout,
+        &["/bin/sh", "-c", "cd /etc; readlink /proc/self/cwd; readlink /proc/self/fd/0 < x; readlink /proc/$$/root; ls -R /data"],
+    );
+    assert_eq!((st, out.as_str()), (0, "/etc\n/etc/x\n/\n/data:\nb\n"));
+}
