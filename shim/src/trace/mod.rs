@@ -10,7 +10,9 @@
 //! convention keeps argument registers across a call, and compiled code relies on it; a
 //! call restarted after a signal handler must also see the guest's arguments again). Calls
 //! the tracer answers itself (errors, getcwd, readlink of /proc/PID/exe) and calls whose
-//! path needs no change cost one.
+//! path needs no change cost one; so do the lookups (stat, access, readlink, xattr reads)
+//! whose only change is the path's pointer (see `calls::only_path_changed` for why that is
+//! safe enough).
 //!
 //! Known limits:
 //! - New strings go below the tracee's stack pointer. Since Linux 6.5 a write by another

@@ -483,3 +483,23 @@ fn proc_links_and_descriptor_relative_paths_are_guest_paths() {
     );
     assert_eq!((st, out.as_str()), (0, "/etc\n/etc/x\n/\n/data:\nb\n"));
 }
+
+/// The view's share of a traced call (`-- --ignored --nocapture`).
+#[test]
+#[ignore]
+fn bench_view_resolve() {
+    let t = setup!(false);
+    let mut v = crate::view::View::new(t.layout.clone());
+    let base = crate::view::Base { host_dir: Path::new("/"), tid: std::process::id() as i32 };
+    let n = 20000;
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        let _ = v.resolve(&base, b"/etc/x", true, crate::view::Op::Read);
+    }
+    println!("resolve /etc/x: {:?}", t0.elapsed() / n);
+    let t0 = std::time::Instant::now();
+    for _ in 0..n {
+        let _ = v.resolve(&base, b"/dev/null", true, crate::view::Op::Read);
+    }
+    println!("resolve /dev/null: {:?}", t0.elapsed() / n);
+}
