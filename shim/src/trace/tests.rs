@@ -34,6 +34,7 @@ struct Tree {
 
 fn tree(upper: bool) -> Option<Tree> {
     let bb = busybox()?;
+    let _w = writing();
     let tmp = tempfile::tempdir().unwrap();
     let lower = tmp.path().join("lower");
     for d in ["bin", "etc", "proc", "dev", "tmp", "data", "usr/bin"] {
@@ -88,6 +89,15 @@ fn chmod_tree(p: &Path) {
     }
 }
 
+/// Executables are written under the write lock, runs fork under the read lock: a child
+/// forked by another test's thread while a copy is open for writing would hold the
+/// descriptor until it execs, and an exec of the copy meanwhile fails ETXTBSY.
+static FILES: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+fn writing() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FILES.write().unwrap_or_else(|e| e.into_inner())
+}
+
 /// Forwarded signals go to every run in progress: the test that sends one runs alone.
 static ALONE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
@@ -98,6 +108,7 @@ fn run_cmd(layout: &Layout, argv: &[&str]) -> (u8, String) {
 }
 
 fn run_cmd_unlocked(layout: &Layout, argv: &[&str]) -> (u8, String) {
+    let _files = FILES.read().unwrap_or_else(|e| e.into_inner());
     let out = tempfile::NamedTempFile::new().unwrap();
     let fd = out.as_file().as_raw_fd();
     let args: Vec<CString> = argv.iter().map(|a| CString::new(*a).unwrap()).collect();
@@ -280,6 +291,7 @@ fn add_dynamic(t: &Tree) -> bool {
         return false;
     }
     let ldd = std::process::Command::new("ldd").arg(&bin).output().unwrap();
+    let _w = writing();
     for l in String::from_utf8_lossy(&ldd.stdout).lines() {
         let lib = l.split_whitespace().find(|w| w.starts_with('/'));
         if let Some(lib) = lib {
