@@ -15,6 +15,8 @@ pub(super) struct Pending {
     pub post: Post,
 }
 
+// Lives for one call, on the stack or in the thread's entry: boxing would allocate per call.
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Copy)]
 pub(super) enum Post {
     None,
@@ -29,6 +31,7 @@ pub(super) enum Post {
 }
 
 /// The decision at a seccomp stop.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Action {
     /// Run the call as it is.
     Allow,

@@ -105,7 +105,7 @@ impl Tracer {
                         h.push(argv0);
                     }
                     h.push(Arg::New(exe.as_os_str().as_bytes().to_vec()));
-                    h.extend(head.drain(..));
+                    h.append(&mut head);
                     head = h;
                     break (ld_host, exe);
                 }
