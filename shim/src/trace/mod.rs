@@ -107,7 +107,8 @@ pub fn run(layout: &Layout, child: impl FnOnce() -> u8) -> Result<u8, Error> {
         if code != 0 {
             unsafe { libc::_exit(127) };
         }
-        let rc = child();
+        // A panic must not unwind into the caller's frames: this is a copy of its process.
+        let rc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(127);
         unsafe { libc::_exit(rc as i32) };
     }
     close(go[0]);
