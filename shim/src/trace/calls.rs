@@ -49,8 +49,13 @@ pub(super) enum Action {
 /// the stack pointer after the call; the wrappers of glibc and musl do not read it again,
 /// and halving the stops of stat, access and readlink (most of the traced calls of a
 /// typical program) is worth that.
-fn only_path_changed(old: &Regs, new: &Regs) -> bool {
+///
+/// An open qualifies when its target exists as a regular file or a directory (`plain`):
+/// those opens do not block, unlike a FIFO's or a device's, so no signal restarts them.
+fn only_path_changed(old: &Regs, new: &Regs, plain: bool) -> bool {
     let path = match old.orig_rax as u32 {
+        nr::OPEN if plain => 0,
+        nr::OPENAT | nr::OPENAT2 if plain => 1,
         nr::STAT | nr::LSTAT | nr::ACCESS | nr::READLINK | nr::STATFS | nr::GETXATTR
         | nr::LGETXATTR | nr::LISTXATTR | nr::LLISTXATTR => 0,
         nr::NEWFSTATAT | nr::STATX | nr::FACCESSAT | nr::FACCESSAT2 | nr::READLINKAT => 1,
@@ -133,7 +138,7 @@ impl Tracer {
                 if sys::set_regs(tid, &new).is_err() {
                     return sys::PTRACE_CONT;
                 }
-                if matches!(post, Post::None) && only_path_changed(&regs, &new) {
+                if matches!(post, Post::None) && only_path_changed(&regs, &new, self.plain_target) {
                     return sys::PTRACE_CONT;
                 }
                 self.set_pending(tid, Some(sys::args(&regs)), post);
@@ -211,6 +216,7 @@ impl Tracer {
     }
 
     fn entry(&mut self, tid: i32, regs: &Regs) -> Action {
+        self.plain_target = false;
         let a = sys::args(regs);
         let n = regs.orig_rax as u32;
         let stat = |addr: u64, statx: bool| Post::Stat { addr, statx };
@@ -400,6 +406,10 @@ impl Tracer {
             let dfd_matters = dfd.is_some_and(|d| d as i32 != AT_FDCWD) && !path.starts_with(b"/");
             if hb == path.as_slice() && !dfd_matters {
                 continue;
+            }
+            if matches!(regs.orig_rax as u32, nr::OPEN | nr::OPENAT | nr::OPENAT2) {
+                let md = if s.follow { std::fs::metadata(&host) } else { std::fs::symlink_metadata(&host) };
+                self.plain_target = md.is_ok_and(|m| m.is_file() || m.is_dir());
             }
             let mut bytes = hb.to_vec();
             bytes.push(0);

@@ -11,8 +11,8 @@
 //! call restarted after a signal handler must also see the guest's arguments again). Calls
 //! the tracer answers itself (errors, getcwd, readlink of /proc/PID/exe) and calls whose
 //! path needs no change cost one; so do the lookups (stat, access, readlink, xattr reads)
-//! whose only change is the path's pointer (see `calls::only_path_changed` for why that is
-//! safe enough).
+//! and the opens of existing files and directories whose only change is the path's
+//! pointer (see `calls::only_path_changed` for why that is safe enough).
 //!
 //! Known limits:
 //! - New strings go below the tracee's stack pointer. Since Linux 6.5 a write by another
@@ -286,6 +286,8 @@ struct Tracer {
     /// Short names in Layout::private for the parents of long unix socket paths.
     sock_dirs: HashMap<PathBuf, PathBuf>,
     path_buf: Vec<u8>,
+    /// The open being handled names an existing regular file or directory.
+    plain_target: bool,
 }
 
 impl Tracer {
@@ -305,6 +307,7 @@ impl Tracer {
             loaders: HashMap::new(),
             sock_dirs: HashMap::new(),
             path_buf: Vec::with_capacity(4096),
+            plain_target: false,
         };
         t.threads.insert(main, Thread { tgid: main, ..Thread::default() });
         t.procs.insert(main, Proc::default());
